@@ -1,0 +1,188 @@
+# slyced — build, test, run, install.
+#
+#   make            build slyced, libslyce.{so,a}, slyctl and the tests
+#   make deps       install what is missing (Debian packages, PyTorch venv)
+#   make test       deps, then build and run every test
+#   make check      build and run every test without touching the network
+#   make run        deps, build, serve config/slyced.json in the foreground
+#   make install    PREFIX=/usr/local DESTDIR=
+#
+# Knobs: VENV= (PyTorch venv, shared by every clone), TORCH_DIR= (any
+# libtorch), CUDA=no, CUDA_HOME=, SANITIZE=address,undefined | thread.
+
+VERSION := 0.1.0
+PREFIX ?= /usr/local
+DESTDIR ?=
+VENV ?= $(HOME)/.cache/slyced/venv
+TORCH_DIR ?= $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/torch))
+CUDA_HOME ?= /usr/local/cuda
+CUDA ?= $(if $(wildcard $(CUDA_HOME)/include/cuda_runtime.h),yes,no)
+SANITIZE ?=
+PKG_CONFIG ?= pkg-config
+
+ifeq ($(SANITIZE),)
+BUILD ?= build
+else
+BUILD ?= build-$(subst $(comma),-,$(SANITIZE))
+endif
+comma := ,
+
+CC ?= cc
+CXX ?= c++
+OPT ?= -O2
+WARN := -Wall -Wextra -Werror
+DEPS_PKGS := libuv libcjson libsystemd
+# Third-party headers go through -isystem so that -Werror judges our code only.
+PKG_CFLAGS := $(patsubst -I%,-isystem %,$(shell $(PKG_CONFIG) --cflags $(DEPS_PKGS) 2>/dev/null))
+PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(DEPS_PKGS) 2>/dev/null)
+CJSON_CFLAGS := $(patsubst -I%,-isystem %,$(shell $(PKG_CONFIG) --cflags libcjson 2>/dev/null))
+CJSON_LIBS := $(shell $(PKG_CONFIG) --libs libcjson 2>/dev/null)
+
+SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+COMMON := $(OPT) -g -fPIC $(WARN) $(SAN_FLAGS) -D_GNU_SOURCE -DSLY_VERSION='"$(VERSION)"' \
+  -iquote proto -iquote client -iquote daemon
+CFLAGS_ALL := -std=c11 $(COMMON) $(PKG_CFLAGS) $(CFLAGS)
+CXXFLAGS_ALL := -std=c++17 $(COMMON) $(PKG_CFLAGS) $(CXXFLAGS)
+LDFLAGS_ALL := $(SAN_FLAGS) $(LDFLAGS)
+
+# libtorch: PyTorch's own, from the pinned wheel (or TORCH_DIR=).
+TORCH_CFLAGS := -isystem $(TORCH_DIR)/include -isystem $(TORCH_DIR)/include/torch/csrc/api/include
+ifeq ($(CUDA),yes)
+TORCH_LIBS := -L$(TORCH_DIR)/lib -Wl,-rpath,$(TORCH_DIR)/lib -Wl,--no-as-needed \
+  -ltorch -ltorch_cuda -ltorch_cpu -lc10_cuda -lc10 -Wl,--as-needed
+CUDA_CFLAGS := -DSLY_HAVE_CUDA=1 -isystem $(CUDA_HOME)/include
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
+else
+TORCH_LIBS := -L$(TORCH_DIR)/lib -Wl,-rpath,$(TORCH_DIR)/lib -Wl,--no-as-needed \
+  -ltorch_cpu -lc10 -Wl,--as-needed
+CUDA_CFLAGS :=
+CUDA_LIBS :=
+endif
+
+PROTO_SRC := $(wildcard proto/*.c)
+CLIENT_LIB_SRC := $(filter-out client/slyctl.c,$(wildcard client/*.c))
+DAEMON_C_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+DAEMON_CXX_SRC := $(wildcard daemon/*.cpp)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+INTEG_SRC := $(wildcard tests/integration/test_*.c)
+INTEG_HELPER_SRC := $(filter-out $(INTEG_SRC),$(wildcard tests/integration/*.c))
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(patsubst %.cpp,$(BUILD)/obj/%.o,$(1)))
+
+PROTO_OBJ := $(call obj,$(PROTO_SRC))
+CLIENT_OBJ := $(call obj,$(CLIENT_LIB_SRC))
+DAEMON_OBJ := $(call obj,$(DAEMON_C_SRC) $(DAEMON_CXX_SRC))
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
+INTEG_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(INTEG_SRC))
+INTEG_HELPER_OBJ := $(call obj,$(INTEG_HELPER_SRC))
+
+SLYCED := $(BUILD)/slyced
+SLYCTL := $(BUILD)/slyctl
+LIBSLYCE_SO := $(BUILD)/libslyce.so
+LIBSLYCE_A := $(BUILD)/libslyce.a
+
+.PHONY: all deps test check check-unit check-integration check-units run install clean torch-check
+.DEFAULT_GOAL := all
+
+all: $(SLYCED) $(SLYCTL) $(LIBSLYCE_SO) $(LIBSLYCE_A) $(UNIT_BIN) $(INTEG_BIN)
+
+deps:
+	@VENV="$(VENV)" TORCH_DIR="$(filter-out $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/torch)),$(TORCH_DIR))" bash scripts/deps.sh
+
+# Sub-makes re-read the Makefile so that TORCH_DIR sees a venv deps just made.
+test: deps
+	@$(MAKE) --no-print-directory check
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@mkdir -p run
+	@echo "slyced: serving config/slyced.json; from another shell:"
+	@echo "  export SLYCE_SOCKET=$(CURDIR)/run/slyced.sock; $(CURDIR)/$(SLYCTL) status"
+	$(SLYCED) -c config/slyced.json --foreground
+
+torch-check:
+	@test -n "$(TORCH_DIR)" -a -f "$(TORCH_DIR)/include/torch/script.h" || { \
+	  echo "no libtorch found: run 'make deps' (venv in $(VENV)) or pass TORCH_DIR=" >&2; exit 1; }
+
+$(BUILD)/obj/%.o: %.c | torch-check
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cpp | torch-check
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS_ALL) $(CUDA_CFLAGS) $(TORCH_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libproto.a: $(PROTO_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libdaemon.a: $(DAEMON_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+# libslyce carries the proto objects it needs, so users link one library.
+$(LIBSLYCE_A): $(CLIENT_OBJ) $(PROTO_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIBSLYCE_SO): $(CLIENT_OBJ) $(PROTO_OBJ)
+	$(CC) -shared -Wl,-soname,libslyce.so.0 $(LDFLAGS_ALL) -o $@ $^ $(CJSON_LIBS)
+
+$(SLYCED): $(BUILD)/obj/daemon/main.o $(BUILD)/libdaemon.a $(BUILD)/libproto.a
+	$(CXX) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
+
+$(SLYCTL): $(BUILD)/obj/client/slyctl.o $(LIBSLYCE_A)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(CJSON_LIBS) -lm
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libdaemon.a $(BUILD)/libproto.a | torch-check
+	@mkdir -p $(dir $@)
+	$(CXX) -x c $(CFLAGS_ALL) $(CUDA_CFLAGS) -iquote tests -o $@ $< -x none $(BUILD)/libdaemon.a $(BUILD)/libproto.a \
+	  $(LDFLAGS_ALL) -lcriterion $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
+
+$(BUILD)/tests/integration/%: tests/integration/%.c $(INTEG_HELPER_OBJ) $(LIBSLYCE_A) | torch-check
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -iquote tests -iquote tests/integration -DSLY_TEST_BUILD_DIR='"$(abspath $(BUILD))"' \
+	  -DSLY_TEST_SOURCE_DIR='"$(CURDIR)"' -o $@ $< $(INTEG_HELPER_OBJ) $(LIBSLYCE_A) \
+	  $(LDFLAGS_ALL) -lcriterion $(CJSON_LIBS) -lpthread -lm
+
+$(INTEG_HELPER_OBJ): CFLAGS_ALL += -iquote tests -iquote tests/integration \
+  -DSLY_TEST_BUILD_DIR='"$(abspath $(BUILD))"' -DSLY_TEST_SOURCE_DIR='"$(CURDIR)"'
+
+# Sanitizer runtime options; suppressions are limited to third-party code.
+SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/tests/ubsan.supp \
+  TSAN_OPTIONS=suppressions=$(CURDIR)/tests/tsan.supp:halt_on_error=1:second_deadlock_stack=1 \
+  OMP_NUM_THREADS=1
+CRITERION_FLAGS ?= --jobs 2
+
+check: all
+	@$(MAKE) --no-print-directory check-unit check-integration check-units
+
+check-unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $(SAN_ENV) $$t $(CRITERION_FLAGS); done
+
+check-integration: $(INTEG_BIN) $(SLYCED) $(SLYCTL)
+	@set -e; for t in $(INTEG_BIN); do echo "== $$t"; $(SAN_ENV) $$t $(CRITERION_FLAGS); done
+
+check-units: $(SLYCED)
+	@bash tests/units/check_units.sh $(abspath $(SLYCED))
+
+install: $(SLYCED) $(SLYCTL) $(LIBSLYCE_SO) $(LIBSLYCE_A)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
+	  $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/slyced
+	install -m 0755 $(SLYCED) $(SLYCTL) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 client/slyce.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 $(LIBSLYCE_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 0755 $(LIBSLYCE_SO) $(DESTDIR)$(PREFIX)/lib/libslyce.so.0
+	ln -sf libslyce.so.0 $(DESTDIR)$(PREFIX)/lib/libslyce.so
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' client/slyce.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/slyce.pc
+	sed -e 's|/usr/local/bin/slyced|$(PREFIX)/bin/slyced|g' slyced.service \
+	  > $(DESTDIR)$(PREFIX)/lib/systemd/system/slyced.service
+	install -m 0644 slyced.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	install -m 0644 config/slyced.json config/production.json config/README.md $(DESTDIR)$(PREFIX)/share/slyced/
+
+clean:
+	rm -rf build build-* run
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,168 @@
+/* slyce.h — libslyce, the C client of slyced (the only installed header).
+ *
+ * Owns: the public error list (one table that yields the enum, the wire name
+ * and the message, used by the daemon too), the connection handle, the
+ * shared-memory arena and the typed views of hello/list/stats replies.
+ *
+ * Threads: no global state. A sly_conn is used by one thread at a time; share
+ * it across threads only under a lock of your own. Every call blocks until
+ * its reply has arrived.
+ *
+ * Errors: every call returns 0 or a negative sly_code and, when `err` is not
+ * NULL, fills it with the code and a one-line message (the server's message
+ * for errors the server sent). Output parameters are not written on failure.
+ */
+#ifndef SLYCE_H
+#define SLYCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SLY_PROTOCOL_VERSION 1
+#define SLY_DEFAULT_SOCKET "/run/slyced/slyced.sock"
+#define SLY_SOCKET_ENV "SLYCE_SOCKET"
+
+/* Codes the server sends on the wire: X(NAME, value, message). */
+#define SLY_WIRE_CODE_MAP(X)                                                   \
+  X(BAD_FRAME, -1, "malformed frame")                                          \
+  X(BAD_REQUEST, -2, "invalid request")                                        \
+  X(UNKNOWN_OP, -3, "unknown operation")                                       \
+  X(NOT_FOUND, -4, "no such slice or pipeline")                                \
+  X(EXISTS, -5, "already exists")                                              \
+  X(BAD_TENSOR, -6, "invalid tensor")                                          \
+  X(BAD_REGION, -7, "invalid shared-memory region")                            \
+  X(PERMISSION_DENIED, -8, "permission denied")                                \
+  X(BUSY, -9, "server busy, try again later")                                  \
+  X(NO_MEMORY, -10, "not enough memory")                                       \
+  X(UNAVAILABLE, -11, "unavailable")                                           \
+  X(INTERNAL, -12, "internal server error")                                    \
+  X(SHUTTING_DOWN, -13, "server is shutting down")
+
+/* Codes only the client produces; never sent on the wire. */
+#define SLY_CLIENT_CODE_MAP(X)                                                 \
+  X(IO, -32, "connection to slyced failed")                                    \
+  X(PROTOCOL, -33, "malformed reply from slyced")                              \
+  X(INVALID_ARG, -34, "invalid argument")
+
+#define SLY_CODE_MAP(X) SLY_WIRE_CODE_MAP(X) SLY_CLIENT_CODE_MAP(X)
+
+typedef enum {
+  SLY_OK = 0,
+#define SLY__CODE_ENUM(name, value, msg) SLY_E_##name = value,
+  SLY_CODE_MAP(SLY__CODE_ENUM)
+#undef SLY__CODE_ENUM
+} sly_code;
+
+/* "NOT_FOUND" for SLY_E_NOT_FOUND; "OK" for 0; "UNKNOWN" otherwise. */
+const char *sly_code_name(int code);
+/* The generic message of a code (not the server's detailed one). */
+const char *sly_code_message(int code);
+
+#define SLY_ERROR_MESSAGE_MAX 512
+
+typedef struct {
+  int code;                            /* 0 or a negative sly_code */
+  char message[SLY_ERROR_MESSAGE_MAX]; /* one line, never empty on error */
+  uint64_t needed; /* bytes, set with NO_MEMORY or a too-small out */
+} sly_error;
+
+typedef struct sly_conn sly_conn;
+
+/* Connects to `path`, or to $SLYCE_SOCKET, or to SLY_DEFAULT_SOCKET when
+ * `path` is NULL. The caller closes the connection with sly_close(). */
+int sly_connect(const char *path, sly_conn **out, sly_error *err);
+/* Closes the socket and unmaps every arena of the connection. Accepts NULL. */
+void sly_close(sly_conn *c);
+
+/* Limits and identity the server reports in its hello reply. */
+typedef struct {
+  char server[64];   /* "slyced 0.1.0" */
+  int protocol;      /* SLY_PROTOCOL_VERSION */
+  char device[32];   /* "cpu", "sim", "cuda:0" */
+  uint64_t max_frame_bytes;
+  uint64_t frame_timeout_ms;
+  uint64_t max_conns_per_uid;
+  uint64_t max_regions_per_conn;
+  uint64_t max_region_mb;
+  uint64_t max_registered_mb;
+  uint64_t max_inflight_per_conn;
+  uint64_t queue_depth;
+  uint64_t max_output_mb;
+  uint64_t drain_timeout_ms;
+} sly_hello_info;
+
+/* `client` names this program in the server's log (NULL: "libslyce"). */
+int sly_hello(sly_conn *c, const char *client, sly_hello_info *out,
+              sly_error *err);
+
+typedef struct {
+  char name[129];
+  char constructor[64];
+  char tier[8];   /* "gpu", "cpu", "disk", "none" */
+  char state[16]; /* "resident", "loading", "evicting", "failed" */
+  uint64_t bytes;
+  int pinned;
+  uint64_t hits;
+  uint64_t loads;
+  double last_used; /* seconds since the epoch, 0 when never used */
+} sly_slice_info;
+
+typedef struct {
+  size_t count;
+  sly_slice_info *slices;
+} sly_slice_list;
+
+/* The caller frees the result with sly_slice_list_free(). */
+int sly_list(sly_conn *c, sly_slice_list **out, sly_error *err);
+void sly_slice_list_free(sly_slice_list *l);
+
+typedef struct {
+  uint64_t rss_bytes;           /* the daemon's resident set */
+  uint64_t mem_available_bytes; /* the system's MemAvailable */
+  uint64_t mem_total_bytes;
+  uint64_t connections;
+  uint64_t requests;
+  uint64_t errors;
+  double uptime_s;
+} sly_stats;
+
+int sly_stats_get(sly_conn *c, sly_stats *out, sly_error *err);
+
+/* Sends one request given as a JSON object (an "id" is added when missing)
+ * and returns the whole reply as JSON text, also when the reply is an error
+ * (then the return value is that error's code). The caller frees *reply_json
+ * with free(). For read-only ops and scripting; fds cannot travel this way. */
+int sly_request_json(sly_conn *c, const char *request_json, char **reply_json,
+                     sly_error *err);
+
+/* Admin ops: the caller must be root, the daemon's user or in admin_group. */
+int sly_reload(sly_conn *c, sly_error *err);
+int sly_shutdown(sly_conn *c, sly_error *err);
+
+/* A shared-memory arena: one sealed memfd of a fixed size, mapped here and
+ * registered with the server as a region of this connection. Tensors are
+ * allocated in it so that they cross to slyced without a copy. */
+typedef struct sly_arena sly_arena;
+
+/* The arena belongs to `c`: destroy it with sly_arena_destroy() before
+ * sly_close(), or let sly_close() free it. */
+int sly_arena_create(sly_conn *c, size_t bytes, sly_arena **out,
+                     sly_error *err);
+/* Unregisters the region from the server and unmaps it. Accepts NULL. */
+void sly_arena_destroy(sly_arena *a);
+void *sly_arena_base(const sly_arena *a);
+size_t sly_arena_size(const sly_arena *a);
+uint64_t sly_arena_region(const sly_arena *a); /* the server's region id */
+/* Bump allocation aligned to `align` (a power of two, at most 4096); returns
+ * NULL when the arena is full. Memory returns to the arena on reset. */
+void *sly_arena_alloc(sly_arena *a, size_t bytes, size_t align);
+void sly_arena_reset(sly_arena *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SLYCE_H */

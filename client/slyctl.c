@@ -1,0 +1,428 @@
+/* slyctl.c — the command-line client of slyced (client/).
+ *
+ * Owns: option parsing, the command table and the human and --json output of
+ * each command. Every request goes through libslyce. Exit status: 0 on
+ * success, 1 on any error (one line "slyctl: CODE: message" on stderr), 2 on
+ * a usage error (a message and the usage line on stderr).
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "slyce.h"
+
+#ifndef SLY_VERSION
+#define SLY_VERSION "unknown"
+#endif
+
+#define USAGE_LINE "usage: slyctl [--json] [-s PATH] [-h|--help] [--version] COMMAND [ARGS]"
+
+/* A handler's return value for a usage error it has already described. */
+#define CTL_USAGE 1
+
+typedef struct {
+  sly_conn *conn;
+  const char *socket; /* the path connected to, for status */
+  bool json;          /* --json: print reply JSON instead of text */
+} ctl;
+
+typedef int (*ctl_fn)(ctl *x, int argc, char **argv, sly_error *err);
+
+typedef struct {
+  const char *name;
+  int min_args, max_args;
+  ctl_fn run;
+  const char *args; /* the arguments in the usage line */
+  const char *help;
+} ctl_command;
+
+/* ---- JSON helpers: the reply of an op, without "id" and "ok" ---- */
+
+/* Sends {"op": op} and returns the parsed reply. The caller frees *out with
+ * cJSON_Delete(). */
+static int ctl_request(ctl *x, const char *op, cJSON **out, sly_error *err) {
+  char req[128];
+  snprintf(req, sizeof(req), "{\"op\":\"%s\"}", op);
+  char *text = NULL;
+  int rc = sly_request_json(x->conn, req, &text, err);
+  if (rc < 0) {
+    free(text);
+    return rc;
+  }
+  cJSON *r = cJSON_Parse(text);
+  free(text);
+  if (r == NULL) {
+    snprintf(err->message, sizeof(err->message), "out of memory");
+    return err->code = SLY_E_NO_MEMORY;
+  }
+  cJSON_DeleteItemFromObjectCaseSensitive(r, "id");
+  cJSON_DeleteItemFromObjectCaseSensitive(r, "ok");
+  *out = r;
+  return 0;
+}
+
+static void print_json(const cJSON *j) {
+  char *s = cJSON_Print(j);
+  if (s != NULL)
+    printf("%s\n", s);
+  free(s);
+}
+
+/* The number at a dotted path ("requests.latency_us.p50"), or NAN. */
+static double jnum(const cJSON *j, const char *path) {
+  char key[64];
+  while (j != NULL && *path != '\0') {
+    size_t n = strcspn(path, ".");
+    if (n >= sizeof(key))
+      return NAN;
+    memcpy(key, path, n);
+    key[n] = '\0';
+    j = cJSON_GetObjectItemCaseSensitive(j, key);
+    path += n + (path[n] == '.');
+  }
+  return cJSON_IsNumber(j) ? j->valuedouble : NAN;
+}
+
+/* ---- human formatting ---- */
+
+static const char *fmt_bytes(double b, char *buf, size_t size) {
+  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  if (isnan(b))
+    return "-";
+  size_t u = 0;
+  while (b >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+    b /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf(buf, size, "%.0f B", b);
+  else
+    snprintf(buf, size, "%.1f %s", b, units[u]);
+  return buf;
+}
+
+static const char *fmt_duration(double s, char *buf, size_t size) {
+  if (isnan(s))
+    return "-";
+  if (s < 60) {
+    snprintf(buf, size, "%.1fs", s);
+    return buf;
+  }
+  unsigned long long t = (unsigned long long)s;
+  unsigned long long d = t / 86400, h = t / 3600 % 24, m = t / 60 % 60,
+                     sec = t % 60;
+  if (d > 0)
+    snprintf(buf, size, "%llud %lluh %02llum", d, h, m);
+  else if (h > 0)
+    snprintf(buf, size, "%lluh %02llum %02llus", h, m, sec);
+  else
+    snprintf(buf, size, "%llum %02llus", m, sec);
+  return buf;
+}
+
+static const char *fmt_us(double us, char *buf, size_t size) {
+  if (isnan(us))
+    return "-";
+  if (us < 1000)
+    snprintf(buf, size, "%.0f us", us);
+  else if (us < 1e6)
+    snprintf(buf, size, "%.1f ms", us / 1e3);
+  else
+    snprintf(buf, size, "%.2f s", us / 1e6);
+  return buf;
+}
+
+static const char *fmt_count(double v, char *buf, size_t size) {
+  if (isnan(v))
+    return "-";
+  snprintf(buf, size, "%.0f", v);
+  return buf;
+}
+
+/* ---- commands ---- */
+
+static int cmd_status(ctl *x, int argc, char **argv, sly_error *err) {
+  (void)argc, (void)argv;
+  sly_hello_info h;
+  sly_stats st;
+  sly_slice_list *l = NULL;
+  int rc;
+  if (x->json) {
+    cJSON *hello = NULL, *stats = NULL, *list = NULL;
+    if ((rc = ctl_request(x, "hello", &hello, err)) == 0 &&
+        (rc = ctl_request(x, "stats", &stats, err)) == 0 &&
+        (rc = ctl_request(x, "list", &list, err)) == 0) {
+      cJSON_AddStringToObject(hello, "socket", x->socket);
+      cJSON_AddNumberToObject(
+          hello, "slices",
+          cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(list, "slices")));
+      cJSON_AddNumberToObject(hello, "uptime_s", jnum(stats, "uptime_s"));
+      cJSON_AddNumberToObject(hello, "rss_bytes",
+                              jnum(stats, "process.rss_bytes"));
+      print_json(hello);
+    }
+    cJSON_Delete(hello);
+    cJSON_Delete(stats);
+    cJSON_Delete(list);
+    return rc;
+  }
+  if ((rc = sly_hello(x->conn, "slyctl", &h, err)) < 0 ||
+      (rc = sly_stats_get(x->conn, &st, err)) < 0 ||
+      (rc = sly_list(x->conn, &l, err)) < 0)
+    return rc;
+  char b1[64], b2[64];
+  printf("server    %s\n", h.server);
+  printf("protocol  %d\n", h.protocol);
+  printf("device    %s\n", h.device);
+  printf("socket    %s\n", x->socket);
+  printf("slices    %zu\n", l->count);
+  printf("uptime    %s\n", fmt_duration(st.uptime_s, b1, sizeof(b1)));
+  printf("rss       %s\n", fmt_bytes((double)st.rss_bytes, b2, sizeof(b2)));
+  sly_slice_list_free(l);
+  return 0;
+}
+
+#define LIST_COLS 8
+
+static int cmd_list(ctl *x, int argc, char **argv, sly_error *err) {
+  (void)argc, (void)argv;
+  int rc;
+  if (x->json) {
+    cJSON *r = NULL;
+    if ((rc = ctl_request(x, "list", &r, err)) == 0)
+      print_json(r);
+    cJSON_Delete(r);
+    return rc;
+  }
+  sly_slice_list *l = NULL;
+  if ((rc = sly_list(x->conn, &l, err)) < 0)
+    return rc;
+  if (l->count == 0) {
+    printf("no slices\n");
+    sly_slice_list_free(l);
+    return 0;
+  }
+  static const char *head[LIST_COLS] = {"NAME",  "CONSTRUCTOR", "TIER",
+                                        "STATE", "BYTES",       "PINNED",
+                                        "HITS",  "LOADS"};
+  /* Cells are formatted once to size the columns, then printed. */
+  char(*cells)[LIST_COLS][136] = calloc(l->count, sizeof(*cells));
+  if (cells == NULL) {
+    sly_slice_list_free(l);
+    snprintf(err->message, sizeof(err->message), "out of memory");
+    return err->code = SLY_E_NO_MEMORY;
+  }
+  size_t width[LIST_COLS];
+  for (int k = 0; k < LIST_COLS; k++)
+    width[k] = strlen(head[k]);
+  for (size_t i = 0; i < l->count; i++) {
+    const sly_slice_info *s = &l->slices[i];
+    char *c[LIST_COLS];
+    for (int k = 0; k < LIST_COLS; k++)
+      c[k] = cells[i][k];
+    snprintf(c[0], 136, "%s", s->name);
+    snprintf(c[1], 136, "%s", s->constructor);
+    snprintf(c[2], 136, "%s", s->tier);
+    snprintf(c[3], 136, "%s", s->state);
+    fmt_bytes((double)s->bytes, c[4], 136);
+    snprintf(c[5], 136, "%s", s->pinned ? "yes" : "no");
+    snprintf(c[6], 136, "%llu", (unsigned long long)s->hits);
+    snprintf(c[7], 136, "%llu", (unsigned long long)s->loads);
+    for (int k = 0; k < LIST_COLS; k++)
+      if (strlen(c[k]) > width[k])
+        width[k] = strlen(c[k]);
+  }
+  for (int k = 0; k < LIST_COLS; k++)
+    printf("%-*s%s", k + 1 < LIST_COLS ? (int)width[k] : 0, head[k],
+           k + 1 < LIST_COLS ? "  " : "\n");
+  for (size_t i = 0; i < l->count; i++)
+    for (int k = 0; k < LIST_COLS; k++)
+      printf("%-*s%s", k + 1 < LIST_COLS ? (int)width[k] : 0, cells[i][k],
+             k + 1 < LIST_COLS ? "  " : "\n");
+  free(cells);
+  sly_slice_list_free(l);
+  return 0;
+}
+
+/* "hello 3, list 2" from an object of counts; "-" when empty. */
+static void print_counts(const char *label, const cJSON *obj) {
+  printf("%-13s", label);
+  const cJSON *it;
+  int n = 0;
+  cJSON_ArrayForEach(it, obj) {
+    if (cJSON_IsNumber(it))
+      printf("%s%s %.0f", n++ > 0 ? ", " : "", it->string, it->valuedouble);
+  }
+  printf("%s\n", n == 0 ? "-" : "");
+}
+
+static int cmd_stats(ctl *x, int argc, char **argv, sly_error *err) {
+  (void)argc, (void)argv;
+  cJSON *r = NULL;
+  int rc = ctl_request(x, "stats", &r, err);
+  if (rc < 0)
+    return rc;
+  if (x->json) {
+    print_json(r);
+    cJSON_Delete(r);
+    return 0;
+  }
+  char a[64], b[64], c[64], d[64];
+  printf("uptime       %s\n", fmt_duration(jnum(r, "uptime_s"), a, sizeof(a)));
+  printf("rss          %s\n",
+         fmt_bytes(jnum(r, "process.rss_bytes"), a, sizeof(a)));
+  printf("memory       %s available of %s\n",
+         fmt_bytes(jnum(r, "process.mem_available_bytes"), a, sizeof(a)),
+         fmt_bytes(jnum(r, "process.mem_total_bytes"), b, sizeof(b)));
+  printf("connections  %s open, %s accepted, %s rejected\n",
+         fmt_count(jnum(r, "connections.open"), a, sizeof(a)),
+         fmt_count(jnum(r, "connections.accepted"), b, sizeof(b)),
+         fmt_count(jnum(r, "connections.rejected"), c, sizeof(c)));
+  printf("requests     %s total, %s errors\n",
+         fmt_count(jnum(r, "requests.total"), a, sizeof(a)),
+         fmt_count(jnum(r, "requests.errors"), b, sizeof(b)));
+  printf("latency      p50 %s, p90 %s, p99 %s, max %s\n",
+         fmt_us(jnum(r, "requests.latency_us.p50"), a, sizeof(a)),
+         fmt_us(jnum(r, "requests.latency_us.p90"), b, sizeof(b)),
+         fmt_us(jnum(r, "requests.latency_us.p99"), c, sizeof(c)),
+         fmt_us(jnum(r, "requests.latency_us.max"), d, sizeof(d)));
+  const cJSON *reqs = cJSON_GetObjectItemCaseSensitive(r, "requests");
+  print_counts("by op", cJSON_GetObjectItemCaseSensitive(reqs, "by_op"));
+  print_counts("by error", cJSON_GetObjectItemCaseSensitive(reqs, "by_error"));
+  cJSON_Delete(r);
+  return 0;
+}
+
+static int cmd_reload(ctl *x, int argc, char **argv, sly_error *err) {
+  (void)argc, (void)argv;
+  return sly_reload(x->conn, err);
+}
+
+static int cmd_shutdown(ctl *x, int argc, char **argv, sly_error *err) {
+  (void)argc, (void)argv;
+  return sly_shutdown(x->conn, err);
+}
+
+static const ctl_command commands[] = {
+    {"status", 0, 0, cmd_status, "", "server, device, socket, slices, uptime"},
+    {"list", 0, 0, cmd_list, "", "the slices and where each one is"},
+    {"stats", 0, 0, cmd_stats, "", "memory, connections, requests, latency"},
+    {"reload", 0, 0, cmd_reload, "", "re-read the config (admin)"},
+    {"shutdown", 0, 0, cmd_shutdown, "", "drain and stop slyced (admin)"},
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void help(void) {
+  printf("%s\n\n", USAGE_LINE);
+  printf("Talks to slyced over its socket (-s PATH, else $%s, else %s).\n\n",
+         SLY_SOCKET_ENV, SLY_DEFAULT_SOCKET);
+  printf("Options:\n"
+         "  --json         print the reply as JSON (read commands)\n"
+         "  -s PATH        the socket of slyced\n"
+         "  -h, --help     this help\n"
+         "  --version      the version of slyctl\n\n"
+         "Commands:\n");
+  for (size_t i = 0; i < N_COMMANDS; i++) {
+    char name[64];
+    snprintf(name, sizeof(name), "%s%s%s", commands[i].name,
+             commands[i].args[0] != '\0' ? " " : "", commands[i].args);
+    printf("  %-22s %s\n", name, commands[i].help);
+  }
+}
+
+static int usage_error(const char *fmt, const char *arg) {
+  if (fmt != NULL) {
+    fprintf(stderr, "slyctl: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n");
+  }
+  fprintf(stderr, "%s\n", USAGE_LINE);
+  return 2;
+}
+
+/* The path sly_connect() will use, shown by status. */
+static const char *socket_shown(const char *opt) {
+  if (opt != NULL)
+    return opt;
+  const char *env = getenv(SLY_SOCKET_ENV);
+  return env != NULL && env[0] != '\0' ? env : SLY_DEFAULT_SOCKET;
+}
+
+int main(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"json", no_argument, NULL, 'j'},
+      {"socket", required_argument, NULL, 's'},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
+      {NULL, 0, NULL, 0}};
+  ctl x = {0};
+  const char *sock = NULL;
+  int opt;
+  /* '+': options after the command belong to the command. */
+  opterr = 0; /* its messages name argv[0]; ours say "slyctl" */
+  while ((opt = getopt_long(argc, argv, "+:s:h", longopts, NULL)) != -1) {
+    switch (opt) {
+    case 'j':
+      x.json = true;
+      break;
+    case 's':
+      sock = optarg;
+      break;
+    case 'h':
+      help();
+      return 0;
+    case 'V':
+      printf("slyctl %s\n", SLY_VERSION);
+      return 0;
+    case ':':
+      return usage_error("option '%s' needs an argument", argv[optind - 1]);
+    default:
+      if (optopt != 0) {
+        char o[3] = {'-', (char)optopt, '\0'};
+        return usage_error("unknown option '%s'", o);
+      }
+      return usage_error("unknown option '%s'", argv[optind - 1]);
+    }
+  }
+  if (optind >= argc)
+    return usage_error("no command given", NULL);
+  const char *name = argv[optind];
+  const ctl_command *cmd = NULL;
+  for (size_t i = 0; i < N_COMMANDS; i++)
+    if (strcmp(commands[i].name, name) == 0)
+      cmd = &commands[i];
+  if (cmd == NULL)
+    return usage_error("unknown command '%s'", name);
+  int nargs = argc - optind - 1;
+  if (nargs < cmd->min_args || nargs > cmd->max_args) {
+    fprintf(stderr, "slyctl: wrong number of arguments for '%s'\n", name);
+    fprintf(stderr, "usage: slyctl [options] %s%s%s\n", cmd->name,
+            cmd->args[0] != '\0' ? " " : "", cmd->args);
+    return 2;
+  }
+
+  sly_error err = {0};
+  x.socket = socket_shown(sock);
+  int rc = sly_connect(sock, &x.conn, &err);
+  if (rc == 0)
+    rc = cmd->run(&x, nargs, argv + optind + 1, &err);
+  sly_close(x.conn);
+  if (rc == CTL_USAGE)
+    return 2;
+  if (rc < 0) {
+    fflush(stdout);
+    fprintf(stderr, "slyctl: %s: %s\n", sly_code_name(rc), err.message);
+    return 1;
+  }
+  if (fflush(stdout) != 0) {
+    perror("slyctl: stdout");
+    return 1;
+  }
+  return 0;
+}

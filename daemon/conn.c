@@ -1,0 +1,407 @@
+/* conn.c — frame assembly, fd reception and ordered replies for one client. */
+#include "conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dispatch.h"
+#include "frame.h"
+#include "log.h"
+#include "reply.h"
+#include "slyced.h"
+
+static void conn_update_poll(conn *c);
+static void conn_flush(conn *c);
+
+uint64_t conn_now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void close_fds(int *fds, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    close(fds[i]);
+}
+
+static void conn_reset_frame(conn *c) {
+  free(c->body);
+  c->body = NULL;
+  c->body_len = 0;
+  c->body_got = 0;
+  c->hdr_got = 0;
+  close_fds(c->fds, c->n_fds);
+  c->n_fds = 0;
+  c->fds_overflow = false;
+  c->ctrunc = false;
+}
+
+static void conn_on_handle_closed(uv_handle_t *h) {
+  conn *c = h->data;
+  if (--c->open_handles > 0)
+    return;
+  close(c->fd);
+  conn_reset_frame(c);
+  while (c->out_head != NULL) {
+    conn_out *o = c->out_head;
+    c->out_head = o->next;
+    free(o->data);
+    free(o);
+  }
+  for (size_t i = 0; i < c->n_regions; i++)
+    region_unref(c->regions[i]);
+  free(c->regions);
+  server_conn_closed(&c->sd->srv, c);
+  peer_cred_free(&c->peer);
+  free(c);
+}
+
+void conn_close(conn *c) {
+  if (c->closed)
+    return;
+  c->closed = true;
+  c->closing = true;
+  uv_timer_stop(&c->frame_timer);
+  uv_close((uv_handle_t *)&c->poll, conn_on_handle_closed);
+  uv_close((uv_handle_t *)&c->frame_timer, conn_on_handle_closed);
+}
+
+void conn_close_after_flush(conn *c) {
+  if (c->closed)
+    return;
+  c->closing = true;
+  if (c->out_head == NULL)
+    conn_close(c);
+  else
+    conn_update_poll(c);
+}
+
+static void conn_queue(conn *c, uint8_t *frame, size_t len) {
+  conn_out *o = calloc(1, sizeof(*o));
+  if (o == NULL) {
+    free(frame);
+    log_error("conn %llu: out of memory queueing a reply, closing",
+              (unsigned long long)c->id);
+    conn_close(c);
+    return;
+  }
+  o->data = frame;
+  o->len = len;
+  if (c->out_tail != NULL)
+    c->out_tail->next = o;
+  else
+    c->out_head = o;
+  c->out_tail = o;
+  c->out_bytes += len;
+  if (c->out_head == o)
+    conn_flush(c);
+}
+
+void conn_reply(conn *c, int op, const cJSON *reply, uint64_t start_us) {
+  int code = 0;
+  const cJSON *ok = cJSON_GetObjectItemCaseSensitive(reply, "ok");
+  if (cJSON_IsFalse(ok)) {
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(reply, "error");
+    const cJSON *cs = cJSON_GetObjectItemCaseSensitive(e, "code");
+    code = cJSON_IsString(cs) ? proto_code_from_wire_name(cs->valuestring)
+                              : SLY_E_INTERNAL;
+  }
+  stats_record(&c->sd->stats, op, code, conn_now_us() - start_us);
+  if (c->closed)
+    return;
+
+  uint8_t *frame;
+  size_t len;
+  proto_error err;
+  if (proto_reply_encode(reply, &frame, &len, &err) < 0) {
+    log_error("conn %llu: cannot encode a reply: %s", (unsigned long long)c->id,
+              err.message);
+    conn_close(c);
+    return;
+  }
+  conn_queue(c, frame, len);
+}
+
+void conn_reply_error(conn *c, int op, bool has_id, uint64_t id,
+                      const proto_error *e, uint64_t start_us) {
+  log_debug("conn %llu: %s: %s", (unsigned long long)c->id,
+            proto_code_wire_name(e->code), e->message);
+  cJSON *reply = proto_reply_error(has_id, id, e);
+  if (reply == NULL) {
+    log_error("conn %llu: out of memory building an error reply, closing",
+              (unsigned long long)c->id);
+    conn_close(c);
+    return;
+  }
+  conn_reply(c, op, reply, start_us);
+  cJSON_Delete(reply);
+}
+
+static void conn_flush(conn *c) {
+  while (c->out_head != NULL && !c->closed) {
+    conn_out *o = c->out_head;
+    ssize_t n = send(c->fd, o->data + o->off, o->len - o->off,
+                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        break;
+      log_debug("conn %llu: send: %s, closing", (unsigned long long)c->id,
+                strerror(errno));
+      conn_close(c);
+      return;
+    }
+    o->off += (size_t)n;
+    c->out_bytes -= (size_t)n;
+    if (o->off == o->len) {
+      c->out_head = o->next;
+      if (c->out_head == NULL)
+        c->out_tail = NULL;
+      free(o->data);
+      free(o);
+    }
+  }
+  if (c->out_head == NULL && c->closing)
+    conn_close(c);
+}
+
+/* A frame-level failure: one error reply with id null, then close. */
+static void conn_bad_frame(conn *c, const char *why) {
+  proto_error e;
+  proto_fail(&e, SLY_E_BAD_FRAME, "%s", why);
+  log_info("conn %llu (uid %u pid %d): bad frame: %s, closing",
+           (unsigned long long)c->id, (unsigned)c->peer.uid, (int)c->peer.pid,
+           why);
+  conn_reply_error(c, -1, false, 0, &e, conn_now_us());
+  conn_close_after_flush(c);
+}
+
+static void conn_handle_frame(conn *c) {
+  uint64_t start = conn_now_us();
+  uv_timer_stop(&c->frame_timer);
+  if (c->fds_overflow || c->ctrunc) {
+    conn_bad_frame(c, c->ctrunc ? "control data was truncated"
+                                : "more than one fd came with the frame");
+    conn_reset_frame(c);
+    return;
+  }
+
+  proto_request req;
+  proto_error err;
+  int r = proto_request_parse(c->body, c->body_len, &req, &err);
+  /* The fds now belong to the request's handling. */
+  int fds[PROTO_MAX_FDS];
+  size_t n_fds = c->n_fds;
+  memcpy(fds, c->fds, n_fds * sizeof(int));
+  c->n_fds = 0;
+  conn_reset_frame(c);
+
+  if (r == SLY_E_BAD_FRAME) {
+    close_fds(fds, n_fds);
+    conn_bad_frame(c, err.message);
+  } else if (r < 0) {
+    close_fds(fds, n_fds);
+    conn_reply_error(c, -1, req.has_id, req.id, &err, start);
+  } else {
+    dispatch_request(c, &req, fds, n_fds, start);
+  }
+  proto_request_free(&req);
+}
+
+static void conn_take_fds(conn *c, struct msghdr *msg) {
+  if (msg->msg_flags & MSG_CTRUNC)
+    c->ctrunc = true;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm != NULL;
+       cm = CMSG_NXTHDR(msg, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    int *in = (int *)CMSG_DATA(cm);
+    for (size_t i = 0; i < n; i++) {
+      int fd;
+      memcpy(&fd, &in[i], sizeof(fd));
+      if (c->n_fds < PROTO_MAX_FDS) {
+        c->fds[c->n_fds++] = fd;
+      } else {
+        close(fd);
+        c->fds_overflow = true;
+      }
+    }
+  }
+}
+
+static void conn_frame_timeout(uv_timer_t *t) {
+  conn *c = t->data;
+  log_info("conn %llu (uid %u pid %d): frame not complete within %llu ms, "
+           "closing",
+           (unsigned long long)c->id, (unsigned)c->peer.uid, (int)c->peer.pid,
+           (unsigned long long)c->sd->cfg->limits.frame_timeout_ms);
+  conn_close(c);
+}
+
+static void conn_read(conn *c) {
+  while (!c->closing && c->out_bytes < CONN_OUT_HIGH_WATER) {
+    bool in_header = c->hdr_got < PROTO_HEADER_BYTES;
+    struct iovec iov;
+    if (in_header) {
+      iov.iov_base = c->hdr + c->hdr_got;
+      iov.iov_len = PROTO_HEADER_BYTES - c->hdr_got;
+    } else {
+      iov.iov_base = c->body + c->body_got;
+      iov.iov_len = c->body_len - c->body_got;
+    }
+    union {
+      char buf[CMSG_SPACE(CONN_FDS_SEEN_MAX * sizeof(int))];
+      struct cmsghdr align;
+    } ctl;
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = ctl.buf,
+                         .msg_controllen = sizeof(ctl.buf)};
+    ssize_t n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        log_debug("conn %llu: recvmsg: %s, closing", (unsigned long long)c->id,
+                  strerror(errno));
+        conn_close(c);
+      }
+      return;
+    }
+    conn_take_fds(c, &msg);
+    if (n == 0) {
+      if (c->hdr_got > 0)
+        log_debug("conn %llu: peer closed in the middle of a frame",
+                  (unsigned long long)c->id);
+      c->read_eof = true;
+      conn_close_after_flush(c);
+      return;
+    }
+    if (c->hdr_got == 0 && c->body_got == 0)
+      uv_timer_start(&c->frame_timer, conn_frame_timeout,
+                     c->sd->cfg->limits.frame_timeout_ms, 0);
+
+    if (in_header) {
+      c->hdr_got += (size_t)n;
+      if (c->hdr_got < PROTO_HEADER_BYTES)
+        continue;
+      proto_error err;
+      uint32_t len;
+      if (proto_frame_header_decode(c->hdr, c->sd->cfg->limits.max_frame_bytes,
+                                    &len, &err) < 0) {
+        conn_bad_frame(c, err.message);
+        conn_reset_frame(c);
+        return;
+      }
+      c->body = malloc(len);
+      if (c->body == NULL) {
+        log_error("conn %llu: out of memory for a %u-byte frame, closing",
+                  (unsigned long long)c->id, len);
+        conn_close(c);
+        return;
+      }
+      c->body_len = len;
+    } else {
+      c->body_got += (size_t)n;
+    }
+    if (c->hdr_got == PROTO_HEADER_BYTES && c->body_got == c->body_len)
+      conn_handle_frame(c);
+  }
+}
+
+static void conn_on_poll(uv_poll_t *h, int status, int events) {
+  conn *c = h->data;
+  if (status < 0) {
+    log_debug("conn %llu: poll: %s, closing", (unsigned long long)c->id,
+              uv_strerror(status));
+    conn_close(c);
+    return;
+  }
+  if (events & UV_WRITABLE)
+    conn_flush(c);
+  if (!c->closed && (events & (UV_READABLE | UV_DISCONNECT)))
+    conn_read(c);
+  if (!c->closed)
+    conn_update_poll(c);
+}
+
+static void conn_update_poll(conn *c) {
+  if (c->closed)
+    return;
+  int events = 0;
+  if (!c->closing && !c->read_eof && c->out_bytes < CONN_OUT_HIGH_WATER)
+    events |= UV_READABLE;
+  if (c->out_head != NULL)
+    events |= UV_WRITABLE;
+  if (events == 0)
+    uv_poll_stop(&c->poll);
+  else
+    uv_poll_start(&c->poll, events, conn_on_poll);
+}
+
+int conn_start(slyced *sd, int fd, const peer_cred *peer, uint64_t id,
+               conn **out) {
+  conn *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    close(fd);
+    return -ENOMEM;
+  }
+  c->sd = sd;
+  c->id = id;
+  c->fd = fd;
+  c->peer = *peer;
+  c->next_region_id = 1;
+  int r = uv_poll_init_socket(sd->loop, &c->poll, fd);
+  if (r < 0) {
+    close(fd);
+    free(c);
+    return r;
+  }
+  uv_timer_init(sd->loop, &c->frame_timer);
+  c->poll.data = c;
+  c->frame_timer.data = c;
+  c->open_handles = 2;
+  conn_update_poll(c);
+  *out = c;
+  return 0;
+}
+
+int conn_region_add(conn *c, region *r, proto_error *err) {
+  if (c->n_regions >= c->sd->cfg->limits.max_regions_per_conn)
+    return proto_fail(err, SLY_E_BAD_REGION,
+                      "the connection already has %zu regions "
+                      "(max_regions_per_conn)",
+                      c->n_regions);
+  region **v = realloc(c->regions, (c->n_regions + 1) * sizeof(*v));
+  if (v == NULL)
+    return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
+  c->regions = v;
+  r->id = c->next_region_id++;
+  c->regions[c->n_regions++] = r;
+  return 0;
+}
+
+region *conn_region_find(const conn *c, uint64_t id) {
+  for (size_t i = 0; i < c->n_regions; i++)
+    if (c->regions[i]->id == id)
+      return c->regions[i];
+  return NULL;
+}
+
+int conn_region_remove(conn *c, uint64_t id, proto_error *err) {
+  for (size_t i = 0; i < c->n_regions; i++) {
+    if (c->regions[i]->id != id)
+      continue;
+    region_unref(c->regions[i]);
+    c->regions[i] = c->regions[--c->n_regions];
+    return 0;
+  }
+  return proto_fail(err, SLY_E_BAD_REGION, "no region %llu on this connection",
+                    (unsigned long long)id);
+}

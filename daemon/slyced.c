@@ -1,0 +1,189 @@
+/* slyced.c — the daemon's lifecycle: start, reload, drain, stop. */
+#include "slyced.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+
+/* STATUS= is refreshed this often for `systemctl status`. */
+#define SLYCED_STATUS_MS 10000
+
+uint64_t slyced_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void status_line(slyced *sd, char *buf, size_t len) {
+  snprintf(buf, len, "%s; %zu connections; %zu slices configured",
+           sd->draining ? "draining" : "serving", sd->srv.n_conns,
+           sd->cfg->n_slices);
+}
+
+static void status_cb(uv_timer_t *t) {
+  slyced *sd = t->data;
+  char buf[128];
+  status_line(sd, buf, sizeof(buf));
+  notify_status(buf);
+}
+
+static void apply_log(const config *cfg) {
+  int r = log_configure(cfg->log_level, cfg->log_console, cfg->log_file);
+  if (r < 0)
+    log_error("log file %s: %s; keeping the previous log sinks",
+              cfg->log_file ? cfg->log_file : "-", strerror(-r));
+}
+
+int slyced_reload(slyced *sd, char err[CONFIG_ERROR_MAX]) {
+  config *next;
+  if (config_load(sd->cfg->path, &next, err) < 0) {
+    log_error("reload: %s; keeping the running config", err);
+    return -1;
+  }
+  const config *cur = sd->cfg;
+  if (strcmp(next->socket, cur->socket) != 0 ||
+      next->has_socket_mode != cur->has_socket_mode ||
+      next->socket_mode != cur->socket_mode ||
+      strcmp(next->device, cur->device) != 0)
+    log_warn("reload: socket, socket_mode and device changes take effect at "
+             "the next restart");
+  apply_log(next);
+  config_free(sd->cfg);
+  sd->cfg = next;
+  log_info("reload: %s re-read; %zu slices, %zu pipelines", next->path,
+           next->n_slices, next->n_pipelines);
+  return 0;
+}
+
+static void drain_finish(slyced *sd, const char *how) {
+  if (sd->stopped)
+    return;
+  sd->stopped = true;
+  log_info("drain %s; stopping", how);
+  uv_timer_stop(&sd->drain_timer);
+  server_close_all(&sd->srv);
+  uv_stop(sd->loop);
+}
+
+/* Closes every connection whose replies have all gone out; the drain is over
+ * when none is left. Later issues add requests still running on a device. */
+static void drain_check(slyced *sd) {
+  for (conn *c = sd->srv.conns; c != NULL; c = c->next)
+    conn_close_after_flush(c);
+  if (sd->srv.n_conns == 0)
+    drain_finish(sd, "complete");
+}
+
+static void drain_timeout_cb(uv_timer_t *t) {
+  slyced *sd = t->data;
+  log_warn("drain_timeout_ms (%llu) passed with %zu connections left",
+           (unsigned long long)sd->cfg->limits.drain_timeout_ms,
+           sd->srv.n_conns);
+  drain_finish(sd, "timed out");
+}
+
+static void drain_start_cb(uv_timer_t *t) {
+  slyced *sd = t->data;
+  uv_timer_start(&sd->drain_timer, drain_timeout_cb,
+                 sd->cfg->limits.drain_timeout_ms, 0);
+  drain_check(sd);
+}
+
+void slyced_begin_shutdown(slyced *sd, const char *why) {
+  if (sd->draining)
+    return;
+  sd->draining = true;
+  log_info("%s: draining (drain_timeout_ms %llu)", why,
+           (unsigned long long)sd->cfg->limits.drain_timeout_ms);
+  notify_stopping();
+  server_stop_accepting(&sd->srv);
+  uv_timer_stop(&sd->status_timer);
+  /* Start on the next loop turn: the request that asked for the shutdown has
+   * its reply queued only after this returns. */
+  sd->drain_timer.data = sd;
+  uv_timer_start(&sd->drain_timer, drain_start_cb, 0, 0);
+}
+
+void slyced_conn_gone(slyced *sd) {
+  if (sd->draining && sd->srv.n_conns == 0)
+    drain_finish(sd, "complete");
+}
+
+static void signal_cb(uv_signal_t *h, int signum) {
+  slyced *sd = h->data;
+  if (signum == SIGHUP) {
+    char err[CONFIG_ERROR_MAX];
+    log_info("SIGHUP: re-reading %s and reopening the log", sd->cfg->path);
+    slyced_reload(sd, err); /* logged there */
+    return;
+  }
+  slyced_begin_shutdown(sd, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static int watch_signal(slyced *sd, uv_signal_t *h, int signum) {
+  int r = uv_signal_init(sd->loop, h);
+  if (r == 0)
+    r = uv_signal_start(h, signal_cb, signum);
+  if (r < 0) {
+    log_error("signal %d: %s", signum, uv_strerror(r));
+    return -1;
+  }
+  h->data = sd;
+  return 0;
+}
+
+int slyced_start(slyced *sd, uv_loop_t *loop, config *cfg) {
+  memset(sd, 0, sizeof(*sd));
+  sd->loop = loop;
+  sd->cfg = cfg;
+  sd->srv.fd = -1;
+  sd->uid = getuid();
+  sd->start_ms = slyced_now_ms();
+  uv_timer_init(loop, &sd->drain_timer);
+  uv_timer_init(loop, &sd->status_timer);
+  sd->status_timer.data = sd;
+
+  if (watch_signal(sd, &sd->sig_term, SIGTERM) < 0 ||
+      watch_signal(sd, &sd->sig_int, SIGINT) < 0 ||
+      watch_signal(sd, &sd->sig_hup, SIGHUP) < 0)
+    return -1;
+  if (server_start(&sd->srv, sd) < 0)
+    return -1;
+  int r = notify_init(&sd->notify, loop);
+  if (r < 0) {
+    log_error("watchdog timer: %s", uv_strerror(r));
+    return -1;
+  }
+  char buf[128];
+  status_line(sd, buf, sizeof(buf));
+  /* Slices load lazily (later issues), so READY never waits for them. */
+  notify_ready(buf);
+  uv_timer_start(&sd->status_timer, status_cb, SLYCED_STATUS_MS,
+                 SLYCED_STATUS_MS);
+  log_info("slyced %s ready (device %s, pid %d)", SLY_VERSION, cfg->device,
+           (int)getpid());
+  return 0;
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+void slyced_free(slyced *sd) {
+  server_stop_accepting(&sd->srv);
+  server_close_all(&sd->srv);
+  notify_close(&sd->notify);
+  uv_walk(sd->loop, close_walk_cb, NULL);
+  /* Let the close callbacks run so every connection is freed. */
+  uv_run(sd->loop, UV_RUN_DEFAULT);
+  free(sd->srv.uids);
+  config_free(sd->cfg);
+  sd->cfg = NULL;
+}

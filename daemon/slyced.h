@@ -1,0 +1,58 @@
+/* slyced.h — the daemon object (daemon/).
+ *
+ * Owns: the state every module of the loop thread shares — the current
+ * config, the listening server and its connections, statistics, systemd
+ * notification — and the lifecycle: start, reload, drain, stop. One per
+ * process, created by main.c and passed by pointer (no globals).
+ */
+#ifndef DAEMON_SLYCED_H
+#define DAEMON_SLYCED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "notify.h"
+#include "server.h"
+#include "stats.h"
+
+typedef struct slyced {
+  uv_loop_t *loop;
+  config *cfg; /* owned; replaced whole by a successful reload */
+  uid_t uid;   /* the daemon's own uid: its peers are admins */
+  uint64_t start_ms;
+  stats stats;
+  notify notify;
+  server srv;
+  bool draining;
+  bool stopped; /* the drain is over and the loop was told to stop */
+  int exit_code;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_timer_t drain_timer;
+  uv_timer_t status_timer;
+} slyced;
+
+/* Takes ownership of `cfg`, opens the socket, installs signal handlers and
+ * tells systemd it is ready. Returns 0 or -1 (logged). */
+int slyced_start(slyced *sd, uv_loop_t *loop, config *cfg);
+
+/* Re-reads the config file. A bad file changes nothing: returns -1 with the
+ * message (file and key) in err, and the caller logs or replies it. */
+int slyced_reload(slyced *sd, char err[CONFIG_ERROR_MAX]);
+
+/* Stops accepting, lets in-flight requests finish within drain_timeout_ms,
+ * then stops the loop. Idempotent. */
+void slyced_begin_shutdown(slyced *sd, const char *why);
+
+/* Called by the server when a connection goes away, so a drain can end. */
+void slyced_conn_gone(slyced *sd);
+
+/* Frees what is left after the loop has stopped. */
+void slyced_free(slyced *sd);
+
+uint64_t slyced_now_ms(void);
+
+#endif
