@@ -19,6 +19,8 @@ CUDA_HOME ?= /usr/local/cuda
 CUDA ?= $(if $(wildcard $(CUDA_HOME)/include/cuda_runtime.h),yes,no)
 SANITIZE ?=
 PKG_CONFIG ?= pkg-config
+# V=1 shows whole command lines.
+Q := $(if $(V),,@)
 
 ifeq ($(SANITIZE),)
 BUILD ?= build
@@ -38,7 +40,8 @@ PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(DEPS_PKGS) 2>/dev/null)
 CJSON_CFLAGS := $(patsubst -I%,-isystem %,$(shell $(PKG_CONFIG) --cflags libcjson 2>/dev/null))
 CJSON_LIBS := $(shell $(PKG_CONFIG) --libs libcjson 2>/dev/null)
 
-SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+# Recoverable, so that tests/ubsan.supp applies; halt_on_error=1 still stops.
+SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer $(if $(findstring undefined,$(SANITIZE)),-fsanitize-recover=undefined))
 COMMON := $(OPT) -g -fPIC $(WARN) $(SAN_FLAGS) -D_GNU_SOURCE -DSLY_VERSION='"$(VERSION)"' \
   -iquote proto -iquote client -iquote daemon
 CFLAGS_ALL := -std=c11 $(COMMON) $(PKG_CFLAGS) $(CFLAGS)
@@ -106,41 +109,48 @@ torch-check:
 
 $(BUILD)/obj/%.o: %.c | torch-check
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS_ALL) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/obj/%.o: %.cpp | torch-check
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS_ALL) $(CUDA_CFLAGS) $(TORCH_CFLAGS) -MMD -MP -c $< -o $@
+	@echo "  CXX     $<"
+	$(Q)$(CXX) $(CXXFLAGS_ALL) $(CUDA_CFLAGS) $(TORCH_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libproto.a: $(PROTO_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/libdaemon.a: $(DAEMON_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 # libslyce carries the proto objects it needs, so users link one library.
 $(LIBSLYCE_A): $(CLIENT_OBJ) $(PROTO_OBJ)
-	rm -f $@ && ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(LIBSLYCE_SO): $(CLIENT_OBJ) $(PROTO_OBJ)
-	$(CC) -shared -Wl,-soname,libslyce.so.0 $(LDFLAGS_ALL) -o $@ $^ $(CJSON_LIBS)
+$(LIBSLYCE_SO): $(CLIENT_OBJ) $(PROTO_OBJ) client/libslyce.map
+	@echo "  LD      $@"
+	$(Q)$(CC) -shared -Wl,-soname,libslyce.so.0 -Wl,--version-script=client/libslyce.map $(LDFLAGS_ALL) -o $@ $(CLIENT_OBJ) $(PROTO_OBJ) $(CJSON_LIBS)
 
 $(SLYCED): $(BUILD)/obj/daemon/main.o $(BUILD)/libdaemon.a $(BUILD)/libproto.a
-	$(CXX) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
+	@echo "  LD      $@"
+	$(Q)$(CXX) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
 
 $(SLYCTL): $(BUILD)/obj/client/slyctl.o $(LIBSLYCE_A)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(CJSON_LIBS) -lm
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(CJSON_LIBS) -lm
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libdaemon.a $(BUILD)/libproto.a | torch-check
 	@mkdir -p $(dir $@)
-	$(CXX) -x c $(CFLAGS_ALL) $(CUDA_CFLAGS) -iquote tests -o $@ $< -x none $(BUILD)/libdaemon.a $(BUILD)/libproto.a \
+	@echo "  TEST    $@"
+	$(Q)$(CXX) -x c $(CFLAGS_ALL) $(CUDA_CFLAGS) -iquote tests -o $@ $< -x none $(BUILD)/libdaemon.a $(BUILD)/libproto.a \
 	  $(LDFLAGS_ALL) -lcriterion $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
 
 $(BUILD)/tests/integration/%: tests/integration/%.c $(INTEG_HELPER_OBJ) $(LIBSLYCE_A) | torch-check
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -iquote tests -iquote tests/integration -DSLY_TEST_BUILD_DIR='"$(abspath $(BUILD))"' \
+	@echo "  TEST    $@"
+	$(Q)$(CC) $(CFLAGS_ALL) -iquote tests -iquote tests/integration -DSLY_TEST_BUILD_DIR='"$(abspath $(BUILD))"' \
 	  -DSLY_TEST_SOURCE_DIR='"$(CURDIR)"' -o $@ $< $(INTEG_HELPER_OBJ) $(LIBSLYCE_A) \
 	  $(LDFLAGS_ALL) -lcriterion $(CJSON_LIBS) -lpthread -lm
 
@@ -180,6 +190,8 @@ install: $(SLYCED) $(SLYCTL) $(LIBSLYCE_SO) $(LIBSLYCE_A)
 	sed -e 's|/usr/local/bin/slyced|$(PREFIX)/bin/slyced|g' slyced.service \
 	  > $(DESTDIR)$(PREFIX)/lib/systemd/system/slyced.service
 	install -m 0644 slyced.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	install -d $(DESTDIR)$(PREFIX)/lib/sysusers.d
+	install -m 0644 slyced.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/slyced.conf
 	install -m 0644 config/slyced.json config/production.json config/README.md $(DESTDIR)$(PREFIX)/share/slyced/
 
 clean:

@@ -128,7 +128,8 @@ int sly_hello(sly_conn *c, const char *client, sly_hello_info *out,
   if (rc < 0)
     return rc;
   /* Requests over the server's frame limit are refused here from now on. */
-  c->max_frame_bytes = h.max_frame_bytes;
+  if (h.max_frame_bytes > 0)
+    c->max_frame_bytes = h.max_frame_bytes;
   *out = h;
   return 0;
 }

@@ -74,8 +74,8 @@ bool td_wait_notify(td *d, const char *what, int timeout_ms);
 /* Reaps the daemon. Returns true and sets d->status once it has exited. */
 bool td_wait_exit(td *d, int timeout_ms);
 
-/* SIGTERM, then asserts exit status 0 within TD_EXIT_TIMEOUT_MS; removes the
- * folder and frees d. */
+/* Asserts a fresh connection's hello still works, sends SIGTERM, asserts
+ * exit status 0 within TD_EXIT_TIMEOUT_MS; removes the folder and frees d. */
 void td_stop(td *d);
 /* Kills the daemon if it still runs, removes the folder, frees d. Asserts
  * nothing: for daemons a test expected to fail or has already checked. */
@@ -91,7 +91,6 @@ bool td_logs_wait(const td *d, const char *needle, int timeout_ms);
 
 /* Connects with libslyce and says hello; aborts the test on failure. */
 sly_conn *td_connect(const td *d);
-sly_conn *td_connect_path(const char *path);
 /* A fresh connection's hello succeeds: the daemon still serves. */
 void td_assert_serving(const td *d);
 void td_hello(const td *d, sly_hello_info *out);

@@ -1,6 +1,5 @@
 /* test_daemon_conns.c — connections per uid: past max_conns_per_uid a new
  * connection gets BUSY with id null and is closed; the others go on. */
-#include <errno.h>
 #include <grp.h>
 #include <stdio.h>
 #include <string.h>

@@ -36,6 +36,28 @@ Test(daemon_frames, frame_written_one_byte_at_a_time_is_answered) {
   td_stop(d);
 }
 
+Test(daemon_frames, half_a_frame_on_one_connection_blocks_no_other) {
+  td *d = td_start(NULL);
+  int slow = rc_connect(d->sock);
+  const char body[] = "{\"id\": 9, \"op\": \"hello\"}";
+  uint8_t frame[64];
+  rc_header(sizeof body - 1, frame);
+  memcpy(frame + 4, body, sizeof body - 1);
+  size_t half = 4 + (sizeof body - 1) / 2;
+  cr_assert_eq(rc_send(slow, frame, half), 0);
+  int other = rc_connect(d->sock);
+  rc_assert_hello(other, 1);
+  cr_assert_eq(rc_wait_closed(slow, 100), RC_TIMEOUT,
+               "half a frame got an answer");
+  cr_assert_eq(rc_send(slow, frame + half, 4 + sizeof body - 1 - half), 0);
+  cJSON *r = rc_read_reply(slow);
+  rc_assert_ok(r, 9);
+  cJSON_Delete(r);
+  close(slow);
+  close(other);
+  td_stop(d);
+}
+
 Test(daemon_frames, frames_joined_in_one_write_are_answered_in_order) {
   td *d = td_start(NULL);
   int fd = rc_connect(d->sock);

@@ -140,10 +140,13 @@ Test(nbytes, a_zero_dim_makes_an_empty_tensor) {
 
 Test(nbytes, a_zero_dim_does_not_excuse_the_other_dims) {
   /* Contiguous strides come from the other dims; they must not overflow. */
-  const uint64_t shape[] = {MAX53, MAX53, 0};
+  const uint64_t last[] = {MAX53, MAX53, 0};
   uint64_t n = 77;
-  cr_assert_eq(proto_tensor_nbytes(PROTO_DTYPE_UINT8, 3, shape, &n, NULL),
+  cr_assert_eq(proto_tensor_nbytes(PROTO_DTYPE_UINT8, 3, last, &n, NULL),
                SLY_E_BAD_TENSOR);
+  const uint64_t first[] = {0, MAX53, MAX53};
+  cr_assert_eq(proto_tensor_nbytes(PROTO_DTYPE_UINT8, 3, first, &n, NULL),
+               SLY_E_BAD_TENSOR, "the order of the dims does not matter");
   cr_assert_eq(n, 77);
 }
 
