@@ -84,7 +84,7 @@ SLYCTL := $(BUILD)/slyctl
 LIBSLYCE_SO := $(BUILD)/libslyce.so
 LIBSLYCE_A := $(BUILD)/libslyce.a
 
-.PHONY: all deps test check check-unit check-integration check-units run install clean torch-check
+.PHONY: all deps test check check-unit check-integration check-units check-install run install clean torch-check
 .DEFAULT_GOAL := all
 
 all: $(SLYCED) $(SLYCTL) $(LIBSLYCE_SO) $(LIBSLYCE_A) $(UNIT_BIN) $(INTEG_BIN)
@@ -166,7 +166,7 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 CRITERION_FLAGS ?= --jobs 2
 
 check: all
-	@$(MAKE) --no-print-directory check-unit check-integration check-units
+	@$(MAKE) --no-print-directory check-unit check-integration check-units $(if $(SANITIZE),,check-install)
 
 check-unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $(SAN_ENV) $$t $(CRITERION_FLAGS); done
@@ -176,6 +176,11 @@ check-integration: $(INTEG_BIN) $(SLYCED) $(SLYCTL)
 
 check-units: $(SLYCED)
 	@bash tests/units/check_units.sh $(abspath $(SLYCED))
+
+# Not under SANITIZE: the test program links the installed library without
+# the sanitizer runtime.
+check-install: $(SLYCED) $(SLYCTL) $(LIBSLYCE_SO) $(LIBSLYCE_A)
+	@bash tests/install/check_install.sh $(BUILD)
 
 install: $(SLYCED) $(SLYCTL) $(LIBSLYCE_SO) $(LIBSLYCE_A)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
