@@ -13,6 +13,10 @@
 
 #include "slyce.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define PROTO_MESSAGE_MAX 256
 
 typedef struct {
@@ -32,4 +36,7 @@ const char *proto_code_wire_name(int code);
 /* The code of a wire name, or 0 when the name is unknown. */
 int proto_code_from_wire_name(const char *name);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

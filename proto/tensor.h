@@ -14,6 +14,10 @@
 #include "errors.h"
 #include "limits.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* X(enum suffix, wire name, element bytes, is_floating) */
 #define PROTO_DTYPE_MAP(X)                                                     \
   X(FLOAT32, "float32", 4, 1)                                                  \
@@ -70,4 +74,7 @@ typedef struct {
 int proto_range_check(const proto_range *r, uint64_t region_bytes,
                       proto_error *err);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -23,6 +23,11 @@
 /* Daemons of the running test, so that .fini can reap what an aborted test
  * left; each Criterion test runs in its own process, so this is per test. */
 #define TD_MAX_LIVE 8
+const char *td_slyced_path(void) {
+  const char *p = getenv("SLY_TEST_SLYCED");
+  return p != NULL && p[0] != '\0' ? p : TD_SLYCED;
+}
+
 static td *td_live[TD_MAX_LIVE];
 
 static void td_register(td *d) {
@@ -199,13 +204,15 @@ static void td_exec_daemon(const td *d, pid_t parent) {
     close_range(3, ~0U, 0);
   }
   setenv("NOTIFY_SOCKET", d->notify, 1);
-  execl(TD_SLYCED, TD_SLYCED, "-c", d->config, "--foreground", (char *)NULL);
-  dprintf(2, "exec %s: %s\n", TD_SLYCED, strerror(errno));
+  execl(td_slyced_path(), td_slyced_path(), "-c", d->config, "--foreground",
+        (char *)NULL);
+  dprintf(2, "exec %s: %s\n", td_slyced_path(), strerror(errno));
   _exit(127);
 }
 
 void td_launch(td *d) {
-  cr_assert(access(TD_SLYCED, X_OK) == 0, "%s is not built", TD_SLYCED);
+  cr_assert(access(td_slyced_path(), X_OK) == 0, "%s is not built",
+            td_slyced_path());
   pid_t parent = getpid();
   pid_t pid = fork();
   cr_assert(pid >= 0, "fork: %s", strerror(errno));

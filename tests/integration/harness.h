@@ -21,6 +21,9 @@
 #endif
 
 #define TD_SLYCED SLY_TEST_BUILD_DIR "/slyced"
+/* The slyced to start: $SLY_TEST_SLYCED when set (the ThreadSanitizer run
+ * drives an instrumented daemon from uninstrumented tests), else TD_SLYCED. */
+const char *td_slyced_path(void);
 #define TD_SLYCTL SLY_TEST_BUILD_DIR "/slyctl"
 
 /* Long enough for a daemon started under ASan on a busy machine. */
