@@ -63,7 +63,8 @@ CUDA_LIBS :=
 endif
 
 PROTO_SRC := $(wildcard proto/*.c)
-CLIENT_LIB_SRC := $(filter-out client/slyctl.c,$(wildcard client/*.c))
+SLYCTL_SRC := $(wildcard client/slyctl*.c)
+CLIENT_LIB_SRC := $(filter-out $(SLYCTL_SRC),$(wildcard client/*.c))
 DAEMON_C_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 DAEMON_CXX_SRC := $(wildcard daemon/*.cpp)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -137,7 +138,7 @@ $(SLYCED): $(BUILD)/obj/daemon/main.o $(BUILD)/libdaemon.a $(BUILD)/libproto.a
 	@echo "  LD      $@"
 	$(Q)$(CXX) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
 
-$(SLYCTL): $(BUILD)/obj/client/slyctl.o $(LIBSLYCE_A)
+$(SLYCTL): $(call obj,$(SLYCTL_SRC)) $(LIBSLYCE_A)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(CJSON_LIBS) -lm
 

@@ -155,9 +155,13 @@ fail:
   return rc;
 }
 
+/* Results still open keep their memory, but their views die here: the
+ * server regions are unmapped (the server frees them with the connection). */
 void sly_close(sly_conn *c) {
   if (c == NULL)
     return;
+  sly__results_detach(c);
+  sly__regions_drop(c);
   /* The server unmaps a connection's regions when it closes, so the arenas
    * are only unmapped here, without unmap_region requests. */
   sly_arena *a = c->arenas;

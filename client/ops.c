@@ -1,7 +1,8 @@
 /* ops.c — the typed requests of libslyce (client/).
  *
- * Owns: building hello/list/stats/reload/shutdown requests and reading their
- * replies into the structs of slyce.h, and sly_request_json for scripting. A
+ * Owns: building hello/list/stats/reload/shutdown/set_active_slice/add_slice/
+ * remove_slice requests and reading their replies into the structs of
+ * slyce.h, and sly_request_json for scripting. A
  * reply that lacks a field the protocol promises is SLY_E_PROTOCOL; output
  * parameters are written only once the whole reply has been read.
  */
@@ -58,18 +59,13 @@ static const cJSON *get_obj(const cJSON *obj, const char *key, const char *what,
   return cJSON_IsObject(item) ? item : NULL;
 }
 
-/* Sends a request that carries no fd and expects none back. */
+/* Sends a request that carries no fd and frees it. A reply with fds that
+ * bring no new server region has already failed in sly__call. */
 static int call(sly_conn *c, cJSON *req, sly__reply *rep, sly_error *err) {
   if (req == NULL)
     return sly__fail(err, SLY_E_NO_MEMORY, "out of memory");
   int rc = sly__call(c, req, -1, rep, err);
   cJSON_Delete(req);
-  if (rc == 0 && rep->n_fds > 0) {
-    sly__reply_free(rep);
-    sly__conn_kill(c);
-    return sly__fail(err, SLY_E_PROTOCOL,
-                     "reply carried file descriptors it should not have");
-  }
   if (rc < 0)
     sly__reply_free(rep);
   return rc;
@@ -299,9 +295,100 @@ int sly_request_json(sly_conn *c, const char *request_json, char **reply_json,
   cJSON_Delete(req);
   if (rep.body == NULL)
     return rc;
-  /* Server regions cannot be mapped from here: their fds are dropped. */
+  /* The fds of new server regions were mapped by sly__call like any
+   * others; the leases of a forward sent this way are the caller's to
+   * release. */
   *reply_json = rep.body;
   rep.body = NULL;
   sly__reply_free(&rep);
+  return rc;
+}
+
+/* A name the protocol accepts: 1..128 bytes of UTF-8 without control
+ * characters. Refused here, the mistake costs no round trip. */
+static int check_name(const char *name, const char *what, sly_error *err) {
+  if (name == NULL)
+    return sly__fail(err, SLY_E_INVALID_ARG, "%s is NULL", what);
+  size_t n = strlen(name);
+  if (n == 0 || n > PROTO_NAME_MAX || !proto_utf8_valid(name, n))
+    return sly__fail(err, SLY_E_INVALID_ARG,
+                     "%s must be 1 to %d bytes of UTF-8", what,
+                     PROTO_NAME_MAX);
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+      return sly__fail(err, SLY_E_INVALID_ARG,
+                       "%s contains a control character", what);
+  return 0;
+}
+
+/* `tier` receives where the slice lives once the reply has been read. */
+int sly_set_active_slice(sly_conn *c, const char *slice, int wait,
+                         char tier[8], sly_error *err) {
+  int rc = check_name(slice, "slice", err);
+  if (rc < 0)
+    return rc;
+  cJSON *req = sly__request("set_active_slice");
+  if (req != NULL && (!cJSON_AddStringToObject(req, "slice", slice) ||
+                      !cJSON_AddBoolToObject(req, "wait", wait != 0))) {
+    cJSON_Delete(req);
+    req = NULL;
+  }
+  sly__reply rep;
+  if ((rc = call(c, req, &rep, err)) < 0)
+    return rc;
+  char t[8];
+  const cJSON *jt = cJSON_GetObjectItemCaseSensitive(rep.json, "tier");
+  if (!cJSON_IsString(jt) || strlen(jt->valuestring) >= sizeof(t))
+    rc = sly__fail(err, SLY_E_PROTOCOL,
+                   "set_active_slice reply: \"tier\" is not a tier name");
+  else
+    snprintf(t, sizeof(t), "%s", jt->valuestring);
+  sly__reply_free(&rep);
+  if (rc == 0 && tier != NULL)
+    memcpy(tier, t, sizeof(t));
+  return rc;
+}
+
+/* `config_json` is parsed here so that a typo is INVALID_ARG, not a request
+ * the server must refuse. */
+int sly_add_slice(sly_conn *c, const char *name, const char *constructor,
+                  const char *config_json, sly_error *err) {
+  int rc;
+  if ((rc = check_name(name, "name", err)) < 0 ||
+      (rc = check_name(constructor, "constructor", err)) < 0)
+    return rc;
+  cJSON *config = cJSON_ParseWithOpts(config_json != NULL ? config_json : "{}",
+                                      NULL, 1);
+  if (!cJSON_IsObject(config)) {
+    cJSON_Delete(config);
+    return sly__fail(err, SLY_E_INVALID_ARG,
+                     "config is not a JSON object");
+  }
+  cJSON *req = sly__request("add_slice");
+  if (req == NULL || !cJSON_AddStringToObject(req, "name", name) ||
+      !cJSON_AddStringToObject(req, "constructor", constructor) ||
+      !cJSON_AddItemToObject(req, "config", config)) {
+    cJSON_Delete(config);
+    cJSON_Delete(req);
+    req = NULL;
+  }
+  sly__reply rep;
+  if ((rc = call(c, req, &rep, err)) == 0)
+    sly__reply_free(&rep);
+  return rc;
+}
+
+int sly_remove_slice(sly_conn *c, const char *name, sly_error *err) {
+  int rc = check_name(name, "name", err);
+  if (rc < 0)
+    return rc;
+  cJSON *req = sly__request("remove_slice");
+  if (req != NULL && !cJSON_AddStringToObject(req, "name", name)) {
+    cJSON_Delete(req);
+    req = NULL;
+  }
+  sly__reply rep;
+  if ((rc = call(c, req, &rep, err)) == 0)
+    sly__reply_free(&rep);
   return rc;
 }

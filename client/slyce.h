@@ -75,7 +75,9 @@ typedef struct sly_conn sly_conn;
 /* Connects to `path`, or to $SLYCE_SOCKET, or to SLY_DEFAULT_SOCKET when
  * `path` is NULL. The caller closes the connection with sly_close(). */
 int sly_connect(const char *path, sly_conn **out, sly_error *err);
-/* Closes the socket and unmaps every arena of the connection. Accepts NULL. */
+/* Closes the socket and unmaps every arena and server region of the
+ * connection; results not yet freed lose their views (free them first).
+ * Accepts NULL. */
 void sly_close(sly_conn *c);
 
 /* Limits and identity the server reports in its hello reply. */
@@ -161,6 +163,100 @@ uint64_t sly_arena_region(const sly_arena *a); /* the server's region id */
  * NULL when the arena is full. Memory returns to the arena on reset. */
 void *sly_arena_alloc(sly_arena *a, size_t bytes, size_t align);
 void sly_arena_reset(sly_arena *a);
+
+
+/* ---- Tensors and forward ------------------------------------------------ */
+
+/* Same order and names as the protocol's dtypes. */
+typedef enum {
+  SLY_FLOAT32,
+  SLY_FLOAT64,
+  SLY_FLOAT16,
+  SLY_BFLOAT16,
+  SLY_INT64,
+  SLY_INT32,
+  SLY_INT16,
+  SLY_INT8,
+  SLY_UINT8,
+  SLY_BOOL,
+} sly_dtype;
+
+#define SLY_MAX_DIMS 8
+#define SLY_MAX_TENSORS 16
+
+const char *sly_dtype_name(sly_dtype d); /* "float32"; NULL if invalid */
+/* Returns 0 and sets *out, or SLY_E_INVALID_ARG for an unknown name. */
+int sly_dtype_from_name(const char *name, sly_dtype *out);
+size_t sly_dtype_size(sly_dtype d); /* 0 if invalid */
+
+/* A row-major, contiguous tensor. As an input, `data` must lie inside an
+ * arena of the connection it is sent on (that is what makes it zero-copy).
+ * As an output, `data` points into memory the result owns. */
+typedef struct {
+  sly_dtype dtype;
+  uint32_t ndim;
+  uint64_t shape[SLY_MAX_DIMS];
+  void *data;
+} sly_tensor;
+
+/* Element count times element size; 0 on overflow or a bad dtype. */
+uint64_t sly_tensor_nbytes(const sly_tensor *t);
+
+typedef struct {
+  uint64_t queue_us, load_us, compute_us, total_us;
+} sly_timing;
+
+typedef struct sly_result sly_result;
+
+/* Runs `slice` (NULL: the connection's active slice) on the inputs. On success
+ * the caller owns *out: its outputs are views into shared memory, valid until
+ * sly_result_free(), which must come before sly_close(). */
+int sly_forward(sly_conn *c, const char *slice, const sly_tensor *inputs,
+                size_t n_inputs, sly_result **out, sly_error *err);
+/* Runs the slices of `pipeline` in order; activations stay in the daemon. */
+int sly_forward_pipeline(sly_conn *c, const char *pipeline,
+                         const sly_tensor *inputs, size_t n_inputs,
+                         sly_result **out, sly_error *err);
+
+/* Everything a forward can say. `slice` and `pipeline` as above (at most one);
+ * when `out` is not NULL, outputs are written there, one after another, each
+ * aligned to its element size, instead of into the daemon's memory: `out`
+ * must lie inside an arena of the connection. Too small gives
+ * SLY_E_BAD_TENSOR with err->needed. */
+typedef struct {
+  const char *slice;
+  const char *pipeline;
+  void *out;
+  size_t out_bytes;
+} sly_forward_opts;
+
+int sly_forward_ex(sly_conn *c, const sly_forward_opts *opts,
+                   const sly_tensor *inputs, size_t n_inputs, sly_result **out,
+                   sly_error *err);
+
+size_t sly_result_count(const sly_result *r);
+/* Output i, or NULL when i is out of range. Outputs in the daemon's memory
+ * (no `out` given) are mapped read-only: writing to them faults. */
+const sly_tensor *sly_result_output(const sly_result *r, size_t i);
+sly_timing sly_result_timing(const sly_result *r);
+/* The server's lease id for these outputs (for logs and debugging). */
+uint64_t sly_result_lease(const sly_result *r);
+/* Gives the outputs back: the lease is released with the connection's next
+ * request (or at once when many are pending). Accepts NULL. */
+void sly_result_free(sly_result *r);
+
+/* Makes `slice` the connection's default for sly_forward(NULL, ...) and loads
+ * it; with `wait` the call returns once it is loaded. `tier` (may be NULL)
+ * receives where it now lives: "gpu", "cpu", "disk" or "none". */
+int sly_set_active_slice(sly_conn *c, const char *slice, int wait,
+                         char tier[8], sly_error *err);
+
+/* Admin: adds a slice at runtime (kept across reloads); `config_json` is the
+ * constructor's config object as JSON text (NULL: {}). */
+int sly_add_slice(sly_conn *c, const char *name, const char *constructor,
+                  const char *config_json, sly_error *err);
+/* Admin: removes a slice; forwards already running on it finish first. */
+int sly_remove_slice(sly_conn *c, const char *name, sly_error *err);
 
 #ifdef __cplusplus
 }

@@ -15,15 +15,17 @@
 #include <cJSON.h>
 
 #include "slyce.h"
+#include "slyctl_forward.h"
 
 #ifndef SLY_VERSION
 #define SLY_VERSION "unknown"
 #endif
 
-#define USAGE_LINE "usage: slyctl [--json] [-s PATH] [-h|--help] [--version] COMMAND [ARGS]"
+#define USAGE_LINE                                                             \
+  "usage: slyctl [--json] [-s PATH] [-h|--help] [--version] COMMAND [ARGS]"
 
 /* A handler's return value for a usage error it has already described. */
-#define CTL_USAGE 1
+#define CTL_USAGE SLY__CTL_USAGE
 
 typedef struct {
   sly_conn *conn;
@@ -39,6 +41,9 @@ typedef struct {
   ctl_fn run;
   const char *args; /* the arguments in the usage line */
   const char *help;
+  /* Checks the arguments before connecting (NULL: their count suffices);
+   * returns 0 or CTL_USAGE after printing what is wrong. */
+  int (*check)(int argc, char **argv);
 } ctl_command;
 
 /* ---- JSON helpers: the reply of an op, without "id" and "ok" ---- */
@@ -308,12 +313,65 @@ static int cmd_shutdown(ctl *x, int argc, char **argv, sly_error *err) {
   return sly_shutdown(x->conn, err);
 }
 
+static int cmd_forward(ctl *x, int argc, char **argv, sly_error *err) {
+  return sly__ctl_forward(x->conn, x->json, argc, argv, err);
+}
+
+static int check_activate(int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "--no-wait") == 0)
+    return 0;
+  fprintf(stderr,
+          "slyctl: activate: unknown option '%s'\n"
+          "usage: slyctl [options] activate NAME [--no-wait]\n",
+          argv[1]);
+  return CTL_USAGE;
+}
+
+static int cmd_activate(ctl *x, int argc, char **argv, sly_error *err) {
+  bool wait = argc < 2;
+  char tier[8];
+  int rc = sly_set_active_slice(x->conn, argv[0], wait, tier, err);
+  if (rc < 0)
+    return rc;
+  if (x->json) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "slice", argv[0]);
+    cJSON_AddStringToObject(j, "tier", tier);
+    print_json(j);
+    cJSON_Delete(j);
+  } else {
+    printf("%s: active, %s %s\n", argv[0], wait ? "on" : "loading, now on",
+           tier);
+  }
+  return 0;
+}
+
+static int cmd_add_slice(ctl *x, int argc, char **argv, sly_error *err) {
+  return sly_add_slice(x->conn, argv[0], argv[1], argc > 2 ? argv[2] : NULL,
+                       err);
+}
+
+static int cmd_remove_slice(ctl *x, int argc, char **argv, sly_error *err) {
+  (void)argc;
+  return sly_remove_slice(x->conn, argv[0], err);
+}
+
 static const ctl_command commands[] = {
-    {"status", 0, 0, cmd_status, "", "server, device, socket, slices, uptime"},
-    {"list", 0, 0, cmd_list, "", "the slices and where each one is"},
-    {"stats", 0, 0, cmd_stats, "", "memory, connections, requests, latency"},
-    {"reload", 0, 0, cmd_reload, "", "re-read the config (admin)"},
-    {"shutdown", 0, 0, cmd_shutdown, "", "drain and stop slyced (admin)"},
+    {"status", 0, 0, cmd_status, "", "server, device, socket, slices, uptime",
+     NULL},
+    {"list", 0, 0, cmd_list, "", "the slices and where each one is", NULL},
+    {"stats", 0, 0, cmd_stats, "", "memory, connections, requests, latency",
+     NULL},
+    {"forward", 1, 4 * SLY_MAX_TENSORS + 64, cmd_forward, SLY__CTL_FORWARD_ARGS,
+     "run a slice or pipeline on .npy files", sly__ctl_forward_check},
+    {"activate", 1, 2, cmd_activate, "NAME [--no-wait]",
+     "make NAME the default slice and load it", check_activate},
+    {"add-slice", 2, 3, cmd_add_slice, "NAME CONSTRUCTOR [CONFIG_JSON]",
+     "add a slice at run time (admin)", NULL},
+    {"remove-slice", 1, 1, cmd_remove_slice, "NAME", "remove a slice (admin)",
+     NULL},
+    {"reload", 0, 0, cmd_reload, "", "re-read the config (admin)", NULL},
+    {"shutdown", 0, 0, cmd_shutdown, "", "drain and stop slyced (admin)", NULL},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -323,16 +381,21 @@ static void help(void) {
   printf("Talks to slyced over its socket (-s PATH, else $%s, else %s).\n\n",
          SLY_SOCKET_ENV, SLY_DEFAULT_SOCKET);
   printf("Options:\n"
-         "  --json         print the reply as JSON (read commands)\n"
+         "  --json         print the reply as JSON (read commands, forward,\n"
+         "                 activate)\n"
          "  -s PATH        the socket of slyced\n"
          "  -h, --help     this help\n"
          "  --version      the version of slyctl\n\n"
          "Commands:\n");
   for (size_t i = 0; i < N_COMMANDS; i++) {
-    char name[64];
+    char name[160];
     snprintf(name, sizeof(name), "%s%s%s", commands[i].name,
              commands[i].args[0] != '\0' ? " " : "", commands[i].args);
-    printf("  %-22s %s\n", name, commands[i].help);
+    /* A long synopsis gets a line of its own. */
+    if (strlen(name) > 30)
+      printf("  %s\n  %-30s %s\n", name, "", commands[i].help);
+    else
+      printf("  %-30s %s\n", name, commands[i].help);
   }
 }
 
@@ -407,6 +470,8 @@ int main(int argc, char **argv) {
     return 2;
   }
 
+  if (cmd->check != NULL && cmd->check(nargs, argv + optind + 1) != 0)
+    return 2;
   sly_error err = {0};
   x.socket = socket_shown(sock);
   int rc = sly_connect(sock, &x.conn, &err);

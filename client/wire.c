@@ -29,6 +29,17 @@ cJSON *sly__request(const char *op) {
   return req;
 }
 
+bool sly__json_u53(const cJSON *item, uint64_t *out) {
+  if (!cJSON_IsNumber(item))
+    return false;
+  double v = item->valuedouble;
+  /* The range check comes first, so that the cast below is defined. */
+  if (!(v >= 0 && v <= (double)PROTO_MAX_INT) || v != (double)(uint64_t)v)
+    return false;
+  *out = (uint64_t)v;
+  return true;
+}
+
 void sly__reply_free(sly__reply *rep) {
   if (rep == NULL)
     return;
@@ -261,9 +272,10 @@ static int parting_words(sly_conn *c, int send_rc, sly__reply *rep,
   return rc;
 }
 
-int sly__call(sly_conn *c, cJSON *req, int fd, sly__reply *rep,
-              sly_error *err) {
+int sly__round_trip(sly_conn *c, cJSON *req, int fd, sly__reply *rep,
+                    bool *sent, sly_error *err) {
   memset(rep, 0, sizeof(*rep));
+  *sent = false;
   int rc = sly__conn_check(c, err);
   if (rc < 0)
     return rc;
@@ -290,15 +302,54 @@ int sly__call(sly_conn *c, cJSON *req, int fd, sly__reply *rep,
     free(frame);
     return sly__fail(err, SLY_E_INVALID_ARG, "request is not valid UTF-8");
   }
+  *sent = true;
   rc = send_frame(c, frame, len, fd, err);
   free(frame);
   if (rc < 0)
     rc = parting_words(c, rc, rep, err);
   else if ((rc = recv_frame(c, rep, err)) == 0)
     rc = check_reply(c, id, rep, err);
+  /* Any reply the stream still trusts, ok or not, may retire regions or
+   * bring new ones; a reply that breaks those rules breaks the stream. */
+  if (rep->json != NULL && !c->dead) {
+    int r = sly__regions_update(c, rep, err);
+    if (r < 0) {
+      sly__conn_kill(c);
+      rc = r;
+      sly__reply_free(rep);
+    }
+  }
   /* A server error leaves the reply for the caller (sly_request_json returns
    * its text); a failure of ours leaves nothing. */
   if (rc < 0 && (rep->json == NULL || rc == SLY_E_PROTOCOL))
     sly__reply_free(rep);
+  return rc;
+}
+
+int sly__call(sly_conn *c, cJSON *req, int fd, sly__reply *rep,
+              sly_error *err) {
+  memset(rep, 0, sizeof(*rep));
+  int rc = sly__conn_check(c, err);
+  if (rc < 0)
+    return rc;
+  uint64_t sent_ids[PROTO_MAX_IDS];
+  size_t n_sent = 0;
+  if (sly__release_attach(c, req, sent_ids, &n_sent) < 0)
+    return sly__fail(err, SLY_E_NO_MEMORY, "out of memory");
+  bool sent;
+  rc = sly__round_trip(c, req, fd, rep, &sent, err);
+  if (n_sent == 0)
+    return rc;
+  /* The request object goes back to the caller as it came. */
+  cJSON_DeleteItemFromObjectCaseSensitive(req, "release");
+  if (!sent) {
+    memcpy(c->pending, sent_ids, n_sent * sizeof(sent_ids[0]));
+    c->n_pending = n_sent;
+  } else if ((rc == SLY_E_BAD_REQUEST || rc == SLY_E_UNKNOWN_OP) &&
+             rep->json != NULL && !c->dead) {
+    /* The server applies "release" right after parsing (PROTOCOL.md), so
+     * only a request that did not parse left the leases held. */
+    sly__release_settle(c, sent_ids, n_sent);
+  }
   return rc;
 }

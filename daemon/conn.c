@@ -11,6 +11,7 @@
 #include "dispatch.h"
 #include "frame.h"
 #include "log.h"
+#include "outpool.h"
 #include "reply.h"
 #include "slyced.h"
 
@@ -40,24 +41,45 @@ static void conn_reset_frame(conn *c) {
   c->ctrunc = false;
 }
 
+static void out_free(conn_out *o) {
+  close_fds(o->fds, o->n_fds);
+  free(o->data);
+  free(o);
+}
+
+/* The last of the handles and the job references frees the connection. */
+static void conn_free_if_done(conn *c) {
+  if (c->open_handles > 0 || c->refs > 0)
+    return;
+  conn_reset_frame(c);
+  while (c->out_head != NULL) {
+    conn_out *o = c->out_head;
+    c->out_head = o->next;
+    out_free(o);
+  }
+  for (size_t i = 0; i < c->n_regions; i++)
+    region_unref(c->regions[i]);
+  free(c->regions);
+  outpool_unref(c->pool);
+  free(c->active_slice);
+  peer_cred_free(&c->peer);
+  free(c);
+}
+
 static void conn_on_handle_closed(uv_handle_t *h) {
   conn *c = h->data;
   if (--c->open_handles > 0)
     return;
   close(c->fd);
-  conn_reset_frame(c);
-  while (c->out_head != NULL) {
-    conn_out *o = c->out_head;
-    c->out_head = o->next;
-    free(o->data);
-    free(o);
-  }
-  for (size_t i = 0; i < c->n_regions; i++)
-    region_unref(c->regions[i]);
-  free(c->regions);
   server_conn_closed(&c->sd->srv, c);
-  peer_cred_free(&c->peer);
-  free(c);
+  conn_free_if_done(c);
+}
+
+void conn_ref(conn *c) { c->refs++; }
+
+void conn_unref(conn *c) {
+  if (--c->refs == 0)
+    conn_free_if_done(c);
 }
 
 void conn_close(conn *c) {
@@ -80,28 +102,34 @@ void conn_close_after_flush(conn *c) {
     conn_update_poll(c);
 }
 
-static void conn_queue(conn *c, uint8_t *frame, size_t len) {
+conn_out *conn_reserve(conn *c) {
   conn_out *o = calloc(1, sizeof(*o));
-  if (o == NULL) {
-    free(frame);
-    log_error("conn %llu: out of memory queueing a reply, closing",
-              (unsigned long long)c->id);
-    conn_close(c);
-    return;
-  }
-  o->data = frame;
-  o->len = len;
+  if (o == NULL)
+    return NULL;
   if (c->out_tail != NULL)
     c->out_tail->next = o;
   else
     c->out_head = o;
   c->out_tail = o;
-  c->out_bytes += len;
-  if (c->out_head == o)
-    conn_flush(c);
+  c->pending++;
+  return o;
 }
 
-void conn_reply(conn *c, int op, const cJSON *reply, uint64_t start_us) {
+static void conn_unlink(conn *c, conn_out *slot) {
+  conn_out **pp = &c->out_head, *prev = NULL;
+  while (*pp != NULL && *pp != slot) {
+    prev = *pp;
+    pp = &(*pp)->next;
+  }
+  if (*pp == NULL)
+    return;
+  *pp = slot->next;
+  if (c->out_tail == slot)
+    c->out_tail = prev;
+}
+
+void conn_fill(conn *c, conn_out *slot, int op, const cJSON *reply,
+               const int *fds, size_t n_fds, uint64_t start_us) {
   int code = 0;
   const cJSON *ok = cJSON_GetObjectItemCaseSensitive(reply, "ok");
   if (cJSON_IsFalse(ok)) {
@@ -111,19 +139,38 @@ void conn_reply(conn *c, int op, const cJSON *reply, uint64_t start_us) {
                               : SLY_E_INTERNAL;
   }
   stats_record(&c->sd->stats, op, code, conn_now_us() - start_us);
-  if (c->closed)
+  c->pending--;
+  memcpy(slot->fds, fds, n_fds * sizeof(int));
+  slot->n_fds = n_fds;
+  if (c->closed) {
+    conn_unlink(c, slot);
+    out_free(slot);
     return;
+  }
 
-  uint8_t *frame;
-  size_t len;
   proto_error err;
-  if (proto_reply_encode(reply, &frame, &len, &err) < 0) {
+  if (proto_reply_encode(reply, &slot->data, &slot->len, &err) < 0) {
     log_error("conn %llu: cannot encode a reply: %s", (unsigned long long)c->id,
               err.message);
     conn_close(c);
     return;
   }
-  conn_queue(c, frame, len);
+  slot->ready = true;
+  c->out_bytes += slot->len;
+  if (c->out_head == slot)
+    conn_flush(c);
+  conn_update_poll(c);
+}
+
+void conn_reply(conn *c, int op, const cJSON *reply, uint64_t start_us) {
+  conn_out *slot = conn_reserve(c);
+  if (slot == NULL) {
+    log_error("conn %llu: out of memory queueing a reply, closing",
+              (unsigned long long)c->id);
+    conn_close(c);
+    return;
+  }
+  conn_fill(c, slot, op, reply, NULL, 0, start_us);
 }
 
 void conn_reply_error(conn *c, int op, bool has_id, uint64_t id,
@@ -141,11 +188,36 @@ void conn_reply_error(conn *c, int op, bool has_id, uint64_t id,
   cJSON_Delete(reply);
 }
 
+/* Sends what is left of `o`; the fds go with its first byte. */
+static ssize_t conn_send(conn *c, conn_out *o) {
+  struct iovec iov = {.iov_base = o->data + o->off, .iov_len = o->len - o->off};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  union {
+    char buf[CMSG_SPACE(PROTO_MAX_TENSORS * sizeof(int))];
+    struct cmsghdr align;
+  } ctl;
+  if (o->off == 0 && o->n_fds > 0) {
+    memset(&ctl, 0, sizeof(ctl));
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = CMSG_SPACE(o->n_fds * sizeof(int));
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(o->n_fds * sizeof(int));
+    memcpy(CMSG_DATA(cm), o->fds, o->n_fds * sizeof(int));
+  }
+  ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n > 0 && o->n_fds > 0) {
+    close_fds(o->fds, o->n_fds); /* the client has its copies now */
+    o->n_fds = 0;
+  }
+  return n;
+}
+
 static void conn_flush(conn *c) {
-  while (c->out_head != NULL && !c->closed) {
+  while (c->out_head != NULL && c->out_head->ready && !c->closed) {
     conn_out *o = c->out_head;
-    ssize_t n = send(c->fd, o->data + o->off, o->len - o->off,
-                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = conn_send(c, o);
     if (n < 0) {
       if (errno == EINTR)
         continue;
@@ -162,8 +234,7 @@ static void conn_flush(conn *c) {
       c->out_head = o->next;
       if (c->out_head == NULL)
         c->out_tail = NULL;
-      free(o->data);
-      free(o);
+      out_free(o);
     }
   }
   if (c->out_head == NULL && c->closing)
@@ -337,7 +408,7 @@ static void conn_update_poll(conn *c) {
   int events = 0;
   if (!c->closing && !c->read_eof && c->out_bytes < CONN_OUT_HIGH_WATER)
     events |= UV_READABLE;
-  if (c->out_head != NULL)
+  if (c->out_head != NULL && c->out_head->ready)
     events |= UV_WRITABLE;
   if (events == 0)
     uv_poll_stop(&c->poll);
@@ -356,10 +427,16 @@ int conn_start(slyced *sd, int fd, const peer_cred *peer, uint64_t id,
   c->id = id;
   c->fd = fd;
   c->peer = *peer;
-  c->next_region_id = 1;
+  c->pool = outpool_new();
+  if (c->pool == NULL) {
+    close(fd);
+    free(c);
+    return -ENOMEM;
+  }
   int r = uv_poll_init_socket(sd->loop, &c->poll, fd);
   if (r < 0) {
     close(fd);
+    outpool_unref(c->pool);
     free(c);
     return r;
   }
@@ -382,7 +459,7 @@ int conn_region_add(conn *c, region *r, proto_error *err) {
   if (v == NULL)
     return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
   c->regions = v;
-  r->id = c->next_region_id++;
+  r->id = outpool_next_region_id(c->pool);
   c->regions[c->n_regions++] = r;
   return 0;
 }

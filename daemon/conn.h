@@ -29,10 +29,16 @@ struct slyced;
 /* Stop reading from a client that lets this many reply bytes pile up. */
 #define CONN_OUT_HIGH_WATER (8u << 20)
 
+/* One reply in the connection's order. A slot is reserved when its request
+ * is accepted and filled when the reply is ready; replies go out in order,
+ * so a slow forward holds back the replies of later requests. */
 typedef struct conn_out {
   struct conn_out *next;
+  bool ready;
   uint8_t *data;
   size_t len, off;
+  int fds[PROTO_MAX_TENSORS]; /* sent with the frame's first byte, then closed */
+  size_t n_fds;
 } conn_out;
 
 typedef struct conn {
@@ -43,7 +49,8 @@ typedef struct conn {
   peer_cred peer;
   uv_poll_t poll;
   uv_timer_t frame_timer;
-  int open_handles; /* freed when both handles have closed */
+  int open_handles; /* freed when both handles have closed and refs is 0 */
+  int refs;         /* loop thread only: jobs in flight hold one each */
   bool closing;      /* no more reading; close once replies are sent */
   bool closed;       /* uv_close called */
   bool read_eof;
@@ -61,10 +68,12 @@ typedef struct conn {
 
   conn_out *out_head, *out_tail;
   size_t out_bytes;
+  size_t pending; /* reserved slots not yet filled: requests in flight */
 
   region **regions; /* client regions, by id */
   size_t n_regions;
-  uint64_t next_region_id;
+  struct outpool *pool; /* server regions, leases, region ids */
+  char *active_slice;   /* set_active_slice; owned */
 } conn;
 
 /* Takes over an accepted socket (non-blocking, close-on-exec). On failure the
@@ -75,6 +84,17 @@ int conn_start(struct slyced *sd, int fd, const peer_cred *peer, uint64_t id,
 /* Queues a reply frame; ownership of `reply` stays with the caller. Records
  * the request in stats with its op (-1: none) and code. */
 void conn_reply(conn *c, int op, const cJSON *reply, uint64_t start_us);
+
+/* Reserves the next reply slot for a request that completes later. Returns
+ * NULL when out of memory. */
+conn_out *conn_reserve(conn *c);
+/* Fills a reserved slot; `fds` (taken over, closed after sending) ride on
+ * the frame. Safe on a closed connection (everything is dropped). */
+void conn_fill(conn *c, conn_out *slot, int op, const cJSON *reply,
+               const int *fds, size_t n_fds, uint64_t start_us);
+
+void conn_ref(conn *c);
+void conn_unref(conn *c);
 /* Queues an error reply (id null when !has_id). */
 void conn_reply_error(conn *c, int op, bool has_id, uint64_t id,
                       const proto_error *e, uint64_t start_us);

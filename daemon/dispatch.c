@@ -2,22 +2,36 @@
 #include "dispatch.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "forward.h"
 #include "log.h"
+#include "outpool.h"
 #include "reply.h"
 #include "slyced.h"
 #include "sysmem.h"
 
-typedef int (*handler_fn)(conn *c, const proto_request *req, int *fds,
-                          size_t n_fds, cJSON *reply, proto_error *err);
+/* What a handler needs beyond the request. A handler that queues a job
+ * returns DEFERRED: its reply comes when the job is done. */
+typedef struct {
+  int *fds;
+  size_t n_fds;
+  uint64_t start_us;
+  uint64_t retired[PROTO_MAX_IDS]; /* server regions freed by "release" */
+  size_t n_retired;
+} dispatch_ctx;
 
-static const config_slice *find_slice(const config *cfg, const char *name) {
-  for (size_t i = 0; i < cfg->n_slices; i++)
-    if (strcmp(cfg->slices[i].name, name) == 0)
-      return &cfg->slices[i];
-  return NULL;
+#define DEFERRED 1
+
+typedef int (*handler_fn)(conn *c, const proto_request *req,
+                          dispatch_ctx *ctx, cJSON *reply, proto_error *err);
+
+void dispatch_add_retired(cJSON *reply, const uint64_t *ids, size_t n) {
+  cJSON *a = cJSON_AddArrayToObject(reply, "retired_regions");
+  for (size_t i = 0; a != NULL && i < n; i++)
+    cJSON_AddItemToArray(a, cJSON_CreateNumber((double)ids[i]));
 }
 
 static const config_pipeline *find_pipeline(const config *cfg,
@@ -28,23 +42,25 @@ static const config_pipeline *find_pipeline(const config *cfg,
   return NULL;
 }
 
-static int need_slice(conn *c, const char *name, proto_error *err) {
-  if (find_slice(c->sd->cfg, name) == NULL)
+static int need_slice(conn *c, const char *name, slice **out,
+                      proto_error *err) {
+  slice *s = slices_find(&c->sd->slices, name);
+  if (s == NULL)
     return proto_fail(err, SLY_E_NOT_FOUND, "no slice named '%s'", name);
+  *out = s;
   return 0;
 }
 
-/* Slices are listed but not yet run by this build: the slices issue brings
- * the torch shim and the executor. Saying so beats pretending. */
+/* Tiers arrive with the tiers issue; until then saying so beats pretending. */
 static int not_served(proto_error *err, const char *what) {
   return proto_fail(err, SLY_E_UNAVAILABLE,
-                    "%s: running slices is not available in this build yet",
+                    "%s: memory tiers are not available in this build yet",
                     what);
 }
 
-static int on_hello(conn *c, const proto_request *req, int *fds, size_t n_fds,
+static int on_hello(conn *c, const proto_request *req, dispatch_ctx *ctx,
                     cJSON *reply, proto_error *err) {
-  (void)fds, (void)n_fds;
+  (void)ctx;
   slyced *sd = c->sd;
   if (req->client[0] != '\0')
     log_debug("conn %llu: hello from '%s' (uid %u pid %d)",
@@ -61,18 +77,18 @@ static int on_hello(conn *c, const proto_request *req, int *fds, size_t n_fds,
   return 0;
 }
 
-static int on_map_region(conn *c, const proto_request *req, int *fds,
-                         size_t n_fds, cJSON *reply, proto_error *err) {
+static int on_map_region(conn *c, const proto_request *req, dispatch_ctx *ctx,
+                         cJSON *reply, proto_error *err) {
   (void)req;
-  if (n_fds != 1)
+  if (ctx->n_fds != 1)
     return proto_fail(err, SLY_E_BAD_REQUEST,
                       "map_region needs exactly one fd (SCM_RIGHTS) with the "
                       "frame");
   region *r;
   int rc = region_map_client(
-      fds[0], c->sd->cfg->limits.max_region_mb * 1024 * 1024, &r, err);
-  close(fds[0]);
-  fds[0] = -1;
+      ctx->fds[0], c->sd->cfg->limits.max_region_mb * 1024 * 1024, &r, err);
+  close(ctx->fds[0]);
+  ctx->fds[0] = -1;
   if (rc < 0)
     return rc;
   rc = conn_region_add(c, r, err);
@@ -88,112 +104,199 @@ static int on_map_region(conn *c, const proto_request *req, int *fds,
   return 0;
 }
 
-static int on_unmap_region(conn *c, const proto_request *req, int *fds,
-                           size_t n_fds, cJSON *reply, proto_error *err) {
-  (void)fds, (void)n_fds, (void)reply;
+static int on_unmap_region(conn *c, const proto_request *req,
+                           dispatch_ctx *ctx, cJSON *reply, proto_error *err) {
+  (void)ctx, (void)reply;
   return conn_region_remove(c, req->region, err);
 }
 
-/* Checks every tensor and the out range against the connection's regions. */
-static int check_tensors(conn *c, const proto_request *req, proto_error *err) {
-  for (uint32_t i = 0; i < req->n_inputs; i++) {
-    const proto_tensor *t = &req->inputs[i];
-    region *r = conn_region_find(c, t->region);
-    if (r == NULL)
-      return proto_fail(err, SLY_E_BAD_REGION,
-                        "inputs[%u]: no region %llu on this connection", i,
-                        (unsigned long long)t->region);
-    int rc = proto_tensor_check(t, r->bytes, err);
-    if (rc < 0)
-      return rc;
-  }
-  if (req->has_out) {
-    region *r = conn_region_find(c, req->out.region);
-    if (r == NULL)
-      return proto_fail(err, SLY_E_BAD_REGION,
-                        "out: no region %llu on this connection",
-                        (unsigned long long)req->out.region);
-    if (!r->writable)
-      return proto_fail(err, SLY_E_BAD_REGION,
-                        "out: region %llu is sealed against writes",
-                        (unsigned long long)r->id);
-    int rc = proto_range_check(&req->out, r->bytes, err);
-    if (rc < 0)
-      return rc;
-  }
-  return 0;
-}
-
-static int on_forward(conn *c, const proto_request *req, int *fds,
-                      size_t n_fds, cJSON *reply, proto_error *err) {
-  (void)fds, (void)n_fds, (void)reply;
+/* Resolves what a forward runs: a pipeline, a slice, or the active slice. */
+static int forward_slices(conn *c, const proto_request *req, slice ***out,
+                          size_t *n, proto_error *err) {
+  const char *name = req->slice[0] != '\0' ? req->slice : c->active_slice;
   if (req->pipeline[0] != '\0') {
-    if (find_pipeline(c->sd->cfg, req->pipeline) == NULL)
+    const config_pipeline *p = find_pipeline(c->sd->cfg, req->pipeline);
+    if (p == NULL)
       return proto_fail(err, SLY_E_NOT_FOUND, "no pipeline named '%s'",
                         req->pipeline);
-  } else if (req->slice[0] != '\0') {
-    int rc = need_slice(c, req->slice, err);
-    if (rc < 0)
-      return rc;
-  } else {
+    slice **v = calloc(p->n_slices, sizeof(*v));
+    if (v == NULL)
+      return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
+    for (size_t i = 0; i < p->n_slices; i++) {
+      v[i] = slices_find(&c->sd->slices, p->slices[i]);
+      if (v[i] == NULL) {
+        free(v);
+        return proto_fail(err, SLY_E_NOT_FOUND,
+                          "pipeline '%s': no slice named '%s'", p->name,
+                          p->slices[i]);
+      }
+    }
+    *out = v;
+    *n = p->n_slices;
+    return 0;
+  }
+  if (name == NULL)
     return proto_fail(err, SLY_E_BAD_REQUEST,
                       "forward names no slice or pipeline and the connection "
                       "has no active slice (set_active_slice)");
+  slice **v = calloc(1, sizeof(*v));
+  if (v == NULL)
+    return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
+  int rc = need_slice(c, name, &v[0], err);
+  if (rc < 0) {
+    free(v);
+    return rc;
   }
-  int rc = check_tensors(c, req, err);
+  *out = v;
+  *n = 1;
+  return 0;
+}
+
+static int on_forward(conn *c, const proto_request *req, dispatch_ctx *ctx,
+                      cJSON *reply, proto_error *err) {
+  (void)reply;
+  if (outpool_live_bytes(c->pool) >= c->sd->cfg->limits.max_output_mb << 20)
+    return proto_fail(err, SLY_E_BUSY,
+                      "unreleased outputs reached max_output_mb (%llu MiB); "
+                      "release leases",
+                      (unsigned long long)c->sd->cfg->limits.max_output_mb);
+  slice **v = NULL;
+  size_t n = 0;
+  int rc = forward_slices(c, req, &v, &n, err);
   if (rc < 0)
     return rc;
-  return not_served(err, "forward");
+  rc = forward_submit(c, req, v, n, ctx->retired, ctx->n_retired,
+                      ctx->start_us, err);
+  free(v);
+  return rc < 0 ? rc : DEFERRED;
 }
 
-static int on_release(conn *c, const proto_request *req, int *fds,
-                      size_t n_fds, cJSON *reply, proto_error *err) {
-  (void)c, (void)fds, (void)n_fds, (void)reply;
-  /* No forward has run, so no lease exists yet. */
-  return proto_fail(err, SLY_E_NOT_FOUND, "no lease %llu on this connection",
-                    (unsigned long long)req->leases[0]);
+static int on_release(conn *c, const proto_request *req, dispatch_ctx *ctx,
+                      cJSON *reply, proto_error *err) {
+  /* Every lease was checked in precheck; release them all or none. */
+  for (uint32_t i = 0; i < req->n_leases; i++)
+    if (!outpool_has_lease(c->pool, req->leases[i]))
+      return proto_fail(err, SLY_E_NOT_FOUND, "no lease %llu on this "
+                        "connection", (unsigned long long)req->leases[i]);
+  for (uint32_t i = 0; i < req->n_leases; i++)
+    outpool_release(c->pool, req->leases[i], ctx->retired, &ctx->n_retired,
+                    PROTO_MAX_IDS, err);
+  if (ctx->n_retired == 0)
+    cJSON_AddArrayToObject(reply, "retired_regions");
+  return 0;
 }
 
-static int on_slice_op(conn *c, const proto_request *req, int *fds,
-                       size_t n_fds, cJSON *reply, proto_error *err) {
-  (void)fds, (void)n_fds, (void)reply;
-  int rc = need_slice(c, req->slice, err);
+static int on_set_active_slice(conn *c, const proto_request *req,
+                               dispatch_ctx *ctx, cJSON *reply,
+                               proto_error *err) {
+  slice *s = NULL;
+  int rc = need_slice(c, req->slice, &s, err);
+  if (rc < 0)
+    return rc;
+  char *name = strdup(req->slice);
+  if (name == NULL)
+    return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
+  free(c->active_slice);
+  c->active_slice = name;
+  log_info("conn %llu (uid %u pid %d): active slice %s (%s)",
+           (unsigned long long)c->id, (unsigned)c->peer.uid, (int)c->peer.pid,
+           s->name, slice_state_name((slice_state)atomic_load(&s->state)));
+  bool resident = atomic_load(&s->state) == SLICE_RESIDENT;
+  if (resident || !req->wait) {
+    cJSON_AddStringToObject(reply, "slice", s->name);
+    cJSON_AddStringToObject(reply, "tier", slice_tier_name(s));
+    if (!resident) /* a background load; its failure shows in list */
+      forward_submit_load(c, s, false, PROTO_OP_SET_ACTIVE_SLICE, req->id,
+                          false, NULL, 0, ctx->start_us, err);
+    return 0;
+  }
+  rc = forward_submit_load(c, s, true, PROTO_OP_SET_ACTIVE_SLICE, req->id,
+                           false, ctx->retired, ctx->n_retired, ctx->start_us,
+                           err);
+  return rc < 0 ? rc : DEFERRED;
+}
+
+static int on_tier_op(conn *c, const proto_request *req, dispatch_ctx *ctx,
+                      cJSON *reply, proto_error *err) {
+  (void)ctx, (void)reply;
+  slice *s = NULL;
+  int rc = need_slice(c, req->slice, &s, err);
   if (rc < 0)
     return rc;
   return not_served(err, proto_op_name(req->op));
 }
 
-static int on_add_slice(conn *c, const proto_request *req, int *fds,
-                        size_t n_fds, cJSON *reply, proto_error *err) {
-  (void)fds, (void)n_fds, (void)reply;
-  if (find_slice(c->sd->cfg, req->slice) != NULL ||
-      find_pipeline(c->sd->cfg, req->slice) != NULL)
-    return proto_fail(err, SLY_E_EXISTS, "a slice or pipeline named '%s' "
-                      "exists", req->slice);
-  return not_served(err, "add_slice");
+static int on_add_slice(conn *c, const proto_request *req, dispatch_ctx *ctx,
+                        cJSON *reply, proto_error *err) {
+  (void)reply;
+  slyced *sd = c->sd;
+  if (slices_find(&sd->slices, req->slice) != NULL ||
+      find_pipeline(sd->cfg, req->slice) != NULL)
+    return proto_fail(err, SLY_E_EXISTS,
+                      "a slice or pipeline named '%s' exists", req->slice);
+  bool known = false;
+  for (const char *const *k = shim_constructors(); *k != NULL; k++)
+    known = known || strcmp(*k, req->constructor) == 0;
+  if (!known)
+    return proto_fail(err, SLY_E_BAD_REQUEST, "constructor: unknown '%s'",
+                      req->constructor);
+  slice *s = slice_new(req->slice, req->constructor, req->config,
+                       sd->cfg->config_dir, sd->cfg->device, true);
+  if (s == NULL)
+    return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
+  if (slices_add(&sd->slices, s) < 0) {
+    slice_unref(s);
+    return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
+  }
+  log_info("slice %s: added by uid %u pid %d (%s)", s->name,
+           (unsigned)c->peer.uid, (int)c->peer.pid, s->constructor);
+  /* Built now, so that a bad config is answered here and not at the first
+   * forward; the reply comes once the slice is loaded. */
+  int rc = forward_submit_load(c, s, true, PROTO_OP_ADD_SLICE, req->id, true,
+                               ctx->retired, ctx->n_retired, ctx->start_us,
+                               err);
+  if (rc < 0) {
+    slices_remove(&sd->slices, s->name);
+    return rc;
+  }
+  return DEFERRED;
 }
 
-static int on_list(conn *c, const proto_request *req, int *fds, size_t n_fds,
+static int on_remove_slice(conn *c, const proto_request *req,
+                           dispatch_ctx *ctx, cJSON *reply, proto_error *err) {
+  (void)ctx, (void)reply;
+  if (slices_remove(&c->sd->slices, req->slice) < 0)
+    return proto_fail(err, SLY_E_NOT_FOUND, "no slice named '%s'", req->slice);
+  log_info("slice %s: removed by uid %u pid %d", req->slice,
+           (unsigned)c->peer.uid, (int)c->peer.pid);
+  return 0;
+}
+
+static int on_list(conn *c, const proto_request *req, dispatch_ctx *ctx,
                    cJSON *reply, proto_error *err) {
-  (void)req, (void)fds, (void)n_fds;
+  (void)req, (void)ctx;
+  const slice_registry *reg = &c->sd->slices;
   const config *cfg = c->sd->cfg;
   cJSON *slices = cJSON_AddArrayToObject(reply, "slices");
   cJSON *pipes = cJSON_AddArrayToObject(reply, "pipelines");
   if (slices == NULL || pipes == NULL)
     return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
-  for (size_t i = 0; i < cfg->n_slices; i++) {
+  for (size_t i = 0; i < reg->n; i++) {
+    const slice *sl = reg->v[i];
     cJSON *s = cJSON_CreateObject();
     if (s == NULL || !cJSON_AddItemToArray(slices, s))
       return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
-    cJSON_AddStringToObject(s, "name", cfg->slices[i].name);
-    cJSON_AddStringToObject(s, "constructor", cfg->slices[i].constructor);
-    cJSON_AddNumberToObject(s, "bytes", 0);
-    cJSON_AddStringToObject(s, "tier", "none");
-    cJSON_AddStringToObject(s, "state", "unloaded");
+    cJSON_AddStringToObject(s, "name", sl->name);
+    cJSON_AddStringToObject(s, "constructor", sl->constructor);
+    cJSON_AddNumberToObject(s, "bytes", (double)atomic_load(&sl->bytes));
+    cJSON_AddStringToObject(s, "tier", slice_tier_name(sl));
+    cJSON_AddStringToObject(
+        s, "state", slice_state_name((slice_state)atomic_load(&sl->state)));
     cJSON_AddBoolToObject(s, "pinned", 0);
-    cJSON_AddNumberToObject(s, "hits", 0);
-    cJSON_AddNumberToObject(s, "loads", 0);
-    cJSON_AddNumberToObject(s, "last_used", 0);
+    cJSON_AddNumberToObject(s, "hits", (double)atomic_load(&sl->hits));
+    cJSON_AddNumberToObject(s, "loads", (double)atomic_load(&sl->loads));
+    cJSON_AddNumberToObject(s, "last_used",
+                            (double)atomic_load(&sl->last_used_ms) / 1000.0);
   }
   for (size_t i = 0; i < cfg->n_pipelines; i++) {
     cJSON *p = cJSON_CreateObject();
@@ -209,9 +312,9 @@ static int on_list(conn *c, const proto_request *req, int *fds, size_t n_fds,
   return 0;
 }
 
-static int on_stats(conn *c, const proto_request *req, int *fds, size_t n_fds,
+static int on_stats(conn *c, const proto_request *req, dispatch_ctx *ctx,
                     cJSON *reply, proto_error *err) {
-  (void)req, (void)fds, (void)n_fds;
+  (void)req, (void)ctx;
   slyced *sd = c->sd;
   cJSON_AddNumberToObject(reply, "uptime_s",
                           (double)(slyced_now_ms() - sd->start_ms) / 1000.0);
@@ -228,14 +331,15 @@ static int on_stats(conn *c, const proto_request *req, int *fds, size_t n_fds,
   cJSON_AddNumberToObject(conns, "open", (double)sd->srv.n_conns);
   cJSON_AddNumberToObject(conns, "accepted", (double)sd->stats.conns_accepted);
   cJSON_AddNumberToObject(conns, "rejected", (double)sd->stats.conns_rejected);
+  cJSON_AddNumberToObject(reply, "queued", (double)executor_pending(&sd->exec));
   if (stats_add_json(&sd->stats, reply) < 0)
     return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
   return 0;
 }
 
-static int on_reload(conn *c, const proto_request *req, int *fds, size_t n_fds,
+static int on_reload(conn *c, const proto_request *req, dispatch_ctx *ctx,
                      cJSON *reply, proto_error *err) {
-  (void)req, (void)fds, (void)n_fds, (void)reply;
+  (void)req, (void)ctx, (void)reply;
   char msg[CONFIG_ERROR_MAX];
   log_info("reload requested by uid %u pid %d", (unsigned)c->peer.uid,
            (int)c->peer.pid);
@@ -244,9 +348,9 @@ static int on_reload(conn *c, const proto_request *req, int *fds, size_t n_fds,
   return 0;
 }
 
-static int on_shutdown(conn *c, const proto_request *req, int *fds,
-                       size_t n_fds, cJSON *reply, proto_error *err) {
-  (void)req, (void)fds, (void)n_fds, (void)reply, (void)err;
+static int on_shutdown(conn *c, const proto_request *req, dispatch_ctx *ctx,
+                       cJSON *reply, proto_error *err) {
+  (void)req, (void)ctx, (void)reply, (void)err;
   char why[96];
   snprintf(why, sizeof(why), "shutdown requested by uid %u pid %d",
            (unsigned)c->peer.uid, (int)c->peer.pid);
@@ -261,34 +365,39 @@ static const handler_fn handlers[PROTO_OP_COUNT] = {
     [PROTO_OP_UNMAP_REGION] = on_unmap_region,
     [PROTO_OP_FORWARD] = on_forward,
     [PROTO_OP_RELEASE] = on_release,
-    [PROTO_OP_SET_ACTIVE_SLICE] = on_slice_op,
+    [PROTO_OP_SET_ACTIVE_SLICE] = on_set_active_slice,
     [PROTO_OP_LIST] = on_list,
     [PROTO_OP_STATS] = on_stats,
-    [PROTO_OP_LOAD] = on_slice_op,
-    [PROTO_OP_EVICT] = on_slice_op,
-    [PROTO_OP_PIN] = on_slice_op,
-    [PROTO_OP_UNPIN] = on_slice_op,
+    [PROTO_OP_LOAD] = on_tier_op,
+    [PROTO_OP_EVICT] = on_tier_op,
+    [PROTO_OP_PIN] = on_tier_op,
+    [PROTO_OP_UNPIN] = on_tier_op,
     [PROTO_OP_ADD_SLICE] = on_add_slice,
-    [PROTO_OP_REMOVE_SLICE] = on_slice_op,
+    [PROTO_OP_REMOVE_SLICE] = on_remove_slice,
     [PROTO_OP_RELOAD] = on_reload,
     [PROTO_OP_SHUTDOWN] = on_shutdown,
 };
 
-static void close_fds(int *fds, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (fds[i] >= 0)
-      close(fds[i]);
-}
-
-/* The checks that come before any handler, in the order a client would want
- * to hear about them. */
-static int precheck(conn *c, const proto_request *req, size_t n_fds,
+/* The leases named in "release" are released, then the checks that come
+ * before any handler run, in the order a client would want to hear them. */
+static int precheck(conn *c, const proto_request *req, dispatch_ctx *ctx,
                     proto_error *err) {
   slyced *sd = c->sd;
-  if (n_fds > 0 && req->op != PROTO_OP_MAP_REGION)
+  /* Releases come first and all-or-nothing, so that whatever happens to the
+   * request itself, the client knows its leases are gone. */
+  for (uint32_t i = 0; i < req->n_release; i++)
+    if (!outpool_has_lease(c->pool, req->release[i]))
+      return proto_fail(err, SLY_E_NOT_FOUND,
+                        "release: no lease %llu on this connection; nothing "
+                        "was released",
+                        (unsigned long long)req->release[i]);
+  for (uint32_t i = 0; i < req->n_release; i++)
+    outpool_release(c->pool, req->release[i], ctx->retired, &ctx->n_retired,
+                    PROTO_MAX_IDS, err);
+  if (ctx->n_fds > 0 && req->op != PROTO_OP_MAP_REGION)
     return proto_fail(err, SLY_E_BAD_REQUEST,
                       "only map_region takes an fd; %s came with %zu",
-                      proto_op_name(req->op), n_fds);
+                      proto_op_name(req->op), ctx->n_fds);
   if (sd->draining)
     return proto_fail(err, SLY_E_SHUTTING_DOWN, "slyced is shutting down");
   if (proto_op_is_admin(req->op) &&
@@ -301,16 +410,14 @@ static int precheck(conn *c, const proto_request *req, size_t n_fds,
                       "%s needs root, slyced's user or the admin group",
                       proto_op_name(req->op));
   }
-  if (req->n_release > 0)
-    return proto_fail(err, SLY_E_NOT_FOUND, "release: no lease %llu on this "
-                      "connection", (unsigned long long)req->release[0]);
   return 0;
 }
 
 void dispatch_request(conn *c, const proto_request *req, int *fds,
                       size_t n_fds, uint64_t start_us) {
+  dispatch_ctx ctx = {.fds = fds, .n_fds = n_fds, .start_us = start_us};
   proto_error err;
-  int rc = precheck(c, req, n_fds, &err);
+  int rc = precheck(c, req, &ctx, &err);
   cJSON *reply = NULL;
   if (rc == 0) {
     reply = proto_reply_ok(req->id);
@@ -318,11 +425,22 @@ void dispatch_request(conn *c, const proto_request *req, int *fds,
       rc = proto_fail(&err, SLY_E_NO_MEMORY, "out of memory");
   }
   if (rc == 0)
-    rc = handlers[req->op](c, req, fds, n_fds, reply, &err);
-  close_fds(fds, n_fds);
-  if (rc < 0)
-    conn_reply_error(c, (int)req->op, true, req->id, &err, start_us);
-  else
-    conn_reply(c, (int)req->op, reply, start_us);
+    rc = handlers[req->op](c, req, &ctx, reply, &err);
+  for (size_t i = 0; i < n_fds; i++)
+    if (fds[i] >= 0)
+      close(fds[i]);
+  if (rc != DEFERRED) {
+    if (rc < 0) {
+      cJSON_Delete(reply);
+      reply = proto_reply_error(true, req->id, &err);
+    }
+    if (reply != NULL && ctx.n_retired > 0)
+      dispatch_add_retired(reply, ctx.retired, ctx.n_retired);
+    if (reply == NULL) {
+      conn_close(c);
+    } else {
+      conn_reply(c, (int)req->op, reply, start_us);
+    }
+  }
   cJSON_Delete(reply);
 }

@@ -18,4 +18,7 @@
 void dispatch_request(conn *c, const proto_request *req, int *fds,
                       size_t n_fds, uint64_t start_us);
 
+/* Adds "retired_regions": [ids] to a reply. */
+void dispatch_add_retired(cJSON *reply, const uint64_t *ids, size_t n);
+
 #endif

@@ -20,9 +20,9 @@ uint64_t slyced_now_ms(void) {
 }
 
 static void status_line(slyced *sd, char *buf, size_t len) {
-  snprintf(buf, len, "%s; %zu connections; %zu slices configured",
+  snprintf(buf, len, "%s; %zu connections; %zu slices",
            sd->draining ? "draining" : "serving", sd->srv.n_conns,
-           sd->cfg->n_slices);
+           sd->slices.n);
 }
 
 static void status_cb(uv_timer_t *t) {
@@ -52,6 +52,19 @@ int slyced_reload(slyced *sd, char err[CONFIG_ERROR_MAX]) {
       strcmp(next->device, cur->device) != 0)
     log_warn("reload: socket, socket_mode and device changes take effect at "
              "the next restart");
+  /* The executor serves one device for the daemon's life. */
+  char *device = strdup(cur->device);
+  if (device != NULL) {
+    free(next->device);
+    next->device = device;
+  }
+  if (device == NULL || slices_sync_config(&sd->slices, next) < 0) {
+    snprintf(err, CONFIG_ERROR_MAX, "%s: out of memory applying the config",
+             next->path);
+    log_error("reload: %s", err);
+    config_free(next);
+    return -1;
+  }
   apply_log(next);
   config_free(sd->cfg);
   sd->cfg = next;
@@ -152,6 +165,15 @@ int slyced_start(slyced *sd, uv_loop_t *loop, config *cfg) {
       watch_signal(sd, &sd->sig_int, SIGINT) < 0 ||
       watch_signal(sd, &sd->sig_hup, SIGHUP) < 0)
     return -1;
+  if (slices_sync_config(&sd->slices, cfg) < 0) {
+    log_error("out of memory registering slices");
+    return -1;
+  }
+  int e = executor_start(&sd->exec, loop);
+  if (e < 0) {
+    log_error("executor thread: %s", strerror(-e));
+    return -1;
+  }
   if (server_start(&sd->srv, sd) < 0)
     return -1;
   int r = notify_init(&sd->notify, loop);
@@ -179,11 +201,14 @@ static void close_walk_cb(uv_handle_t *h, void *arg) {
 void slyced_free(slyced *sd) {
   server_stop_accepting(&sd->srv);
   server_close_all(&sd->srv);
+  /* Jobs still queued are answered SHUTTING_DOWN (to closed connections). */
+  executor_stop(&sd->exec);
   notify_close(&sd->notify);
   uv_walk(sd->loop, close_walk_cb, NULL);
   /* Let the close callbacks run so every connection is freed. */
   uv_run(sd->loop, UV_RUN_DEFAULT);
   free(sd->srv.uids);
+  slices_clear(&sd->slices);
   config_free(sd->cfg);
   sd->cfg = NULL;
 }

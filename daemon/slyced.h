@@ -15,8 +15,10 @@
 #include <uv.h>
 
 #include "config.h"
+#include "executor.h"
 #include "notify.h"
 #include "server.h"
+#include "slices.h"
 #include "stats.h"
 
 typedef struct slyced {
@@ -27,6 +29,8 @@ typedef struct slyced {
   stats stats;
   notify notify;
   server srv;
+  slice_registry slices;
+  executor exec; /* one device per daemon for now */
   bool draining;
   bool stopped; /* the drain is over and the loop was told to stop */
   int exit_code;

@@ -1,21 +1,100 @@
 /* torch_shim.h — the daemon's only door to libtorch (daemon/).
  *
- * A pure-C header over torch_shim.cpp: opaque handles, C errors carrying
- * libtorch's message, no C++ types. Nothing else in the daemon includes a
- * C++ header. This first part reports what the build linked; the slices
- * issue adds modules and tensors.
+ * A pure-C header over torch_shim.cpp: opaque handles, errors as negative
+ * sly_codes with libtorch's message copied into a caller's buffer, no C++
+ * types. Nothing else in the daemon includes a C++ header. Every exported
+ * body runs inside one guard that catches `const std::exception&` and `...`.
+ *
+ * Threads: a shim_module is used by one thread at a time (the executor of
+ * its device); creating and freeing may happen on any thread.
  */
 #ifndef DAEMON_TORCH_SHIM_H
 #define DAEMON_TORCH_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cJSON.h>
+
+#include "tensor.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+#define SHIM_ERROR_MAX 512
+/* Each tensor inside a weight blob starts on this boundary, so the blob can
+ * be read with O_DIRECT and copied to a GPU without re-packing. */
+#define SHIM_BLOB_ALIGN 4096
+
+typedef struct shim_module shim_module;
+typedef struct shim_values shim_values;
+
 /* libtorch's version string, e.g. "2.11.0". Static storage. */
 const char *shim_torch_version(void);
 /* 1 when libtorch sees a usable CUDA device, else 0 (also on error). */
 int shim_cuda_available(void);
+/* The constructors shim_module_create knows, NULL-terminated. */
+const char *const *shim_constructors(void);
+
+/* Builds a slice's module: "torchscript" ({"path"}) or a built-in ("linear",
+ * "mlp", "transformer_encoder_layer", see config/README.md) from `config`;
+ * relative paths resolve against `config_dir`. The module is put in eval mode,
+ * its parameters and buffers are packed into one flat blob (each tensor
+ * SHIM_BLOB_ALIGN-aligned) and re-pointed as views into it, and it is moved
+ * to `device` ("cpu", "sim" = cpu, "cuda:N"). Returns 0, SLY_E_BAD_REQUEST
+ * (the config is wrong: the message names the key), SLY_E_NOT_FOUND (a file
+ * is missing), SLY_E_NO_MEMORY or SLY_E_INTERNAL. The caller frees *out with
+ * shim_module_free(). */
+int shim_module_create(const char *constructor, const cJSON *config,
+                       const char *config_dir, const char *device,
+                       shim_module **out, char err[SHIM_ERROR_MAX]);
+void shim_module_free(shim_module *m);
+
+/* Size of the weight blob (parameters and buffers, with alignment). */
+uint64_t shim_module_blob_bytes(const shim_module *m);
+/* How many tensors the blob holds. */
+size_t shim_module_blob_tensors(const shim_module *m);
+
+/* An input in memory the shim does not own: shared memory of a client. The
+ * shim wraps it with torch::from_blob; `release(ctx)` is called once when
+ * libtorch drops the last reference (after the forward, or later when an
+ * output aliases it). Integer and bool inputs are copied before use, since
+ * the client could rewrite them after they were checked. */
+typedef struct {
+  proto_dtype dtype;
+  uint32_t ndim;
+  uint64_t shape[PROTO_MAX_DIMS];
+  void *data;
+  void (*release)(void *ctx); /* may be NULL */
+  void *ctx;
+} shim_input;
+
+/* Wraps inputs as a value list. On failure every release() has been called.
+ * The caller frees *out with shim_values_free(). */
+int shim_values_from_inputs(const shim_input *in, size_t n, shim_values **out,
+                            char err[SHIM_ERROR_MAX]);
+
+/* Runs the module's forward in inference mode on `in` (inputs are moved to
+ * the module's device). The outputs — one tensor, or a tuple or list of
+ * tensors — become *out. A module that rejects its inputs gives
+ * SLY_E_BAD_TENSOR with libtorch's message; an output that is not a tensor
+ * or a tuple/list of them gives SLY_E_BAD_TENSOR too. `in` is not consumed. */
+int shim_forward(shim_module *m, const shim_values *in, shim_values **out,
+                 char err[SHIM_ERROR_MAX]);
+
+size_t shim_values_count(const shim_values *v);
+/* Describes value i (dtype, dims, bytes when contiguous). Returns 0, or
+ * SLY_E_BAD_TENSOR when its dtype has no protocol name (e.g. complex) or it
+ * has more than PROTO_MAX_DIMS dims. */
+int shim_values_describe(const shim_values *v, size_t i, proto_dtype *dtype,
+                         uint32_t *ndim, uint64_t shape[PROTO_MAX_DIMS],
+                         uint64_t *nbytes, char err[SHIM_ERROR_MAX]);
+/* Copies value i, contiguous and on the host, into dst (nbytes from
+ * shim_values_describe). */
+int shim_values_copy_out(const shim_values *v, size_t i, void *dst,
+                         char err[SHIM_ERROR_MAX]);
+void shim_values_free(shim_values *v);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,119 @@
+/* executor.c — a worker thread with a bounded queue and an async hand-back. */
+#include "executor.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "conn.h"
+#include "log.h"
+#include "slyce.h"
+
+static void *executor_main(void *arg) {
+  executor *ex = arg;
+  pthread_mutex_lock(&ex->mu);
+  for (;;) {
+    while (ex->head == NULL && !ex->stop)
+      pthread_cond_wait(&ex->cv, &ex->mu);
+    if (ex->head == NULL)
+      break; /* stopping, and nothing left */
+    job *j = ex->head;
+    ex->head = j->next;
+    if (ex->head == NULL)
+      ex->tail = NULL;
+    bool stopping = ex->stop;
+    pthread_mutex_unlock(&ex->mu);
+
+    j->started_us = conn_now_us();
+    if (stopping)
+      j->cancelled = true;
+    else
+      j->run(j);
+    j->finished_us = conn_now_us();
+
+    pthread_mutex_lock(&ex->mu);
+    j->next = NULL;
+    if (ex->done_tail != NULL)
+      ex->done_tail->next = j;
+    else
+      ex->done_head = j;
+    ex->done_tail = j;
+    uv_async_send(&ex->async);
+  }
+  pthread_mutex_unlock(&ex->mu);
+  return NULL;
+}
+
+static void executor_on_async(uv_async_t *h) {
+  executor *ex = h->data;
+  pthread_mutex_lock(&ex->mu);
+  job *j = ex->done_head;
+  ex->done_head = ex->done_tail = NULL;
+  pthread_mutex_unlock(&ex->mu);
+  while (j != NULL) {
+    job *next = j->next;
+    pthread_mutex_lock(&ex->mu);
+    ex->queued--;
+    pthread_mutex_unlock(&ex->mu);
+    j->done(j);
+    j = next;
+  }
+}
+
+int executor_start(executor *ex, uv_loop_t *loop) {
+  memset(ex, 0, sizeof(*ex));
+  pthread_mutex_init(&ex->mu, NULL);
+  pthread_cond_init(&ex->cv, NULL);
+  int r = uv_async_init(loop, &ex->async, executor_on_async);
+  if (r < 0)
+    return r;
+  ex->async.data = ex;
+  ex->async_open = true;
+  r = pthread_create(&ex->thread, NULL, executor_main, ex);
+  if (r != 0)
+    return -r;
+  ex->started = true;
+  return 0;
+}
+
+int executor_submit(executor *ex, job *j, uint64_t depth) {
+  pthread_mutex_lock(&ex->mu);
+  if (ex->queued >= depth || ex->stop) {
+    pthread_mutex_unlock(&ex->mu);
+    return SLY_E_BUSY;
+  }
+  j->next = NULL;
+  j->submitted_us = conn_now_us();
+  if (ex->tail != NULL)
+    ex->tail->next = j;
+  else
+    ex->head = j;
+  ex->tail = j;
+  ex->queued++;
+  pthread_cond_signal(&ex->cv);
+  pthread_mutex_unlock(&ex->mu);
+  return 0;
+}
+
+size_t executor_pending(executor *ex) {
+  pthread_mutex_lock(&ex->mu);
+  size_t n = ex->queued;
+  pthread_mutex_unlock(&ex->mu);
+  return n;
+}
+
+void executor_stop(executor *ex) {
+  if (ex->started) {
+    pthread_mutex_lock(&ex->mu);
+    ex->stop = true;
+    pthread_cond_signal(&ex->cv);
+    pthread_mutex_unlock(&ex->mu);
+    pthread_join(ex->thread, NULL);
+    ex->started = false;
+    executor_on_async(&ex->async); /* done() of what finished last */
+  }
+  if (ex->async_open) {
+    uv_close((uv_handle_t *)&ex->async, NULL);
+    ex->async_open = false;
+  }
+}

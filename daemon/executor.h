@@ -1,0 +1,52 @@
+/* executor.h — the thread that runs work for one device (daemon/).
+ *
+ * Owns: one worker thread, its bounded queue (queue_depth) and the hand-back
+ * to the loop thread. A job's run() executes on the worker, in submission
+ * order; its done() then executes on the loop thread, in the same order. The
+ * loop thread never waits on a job.
+ */
+#ifndef DAEMON_EXECUTOR_H
+#define DAEMON_EXECUTOR_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+typedef struct job job;
+struct job {
+  job *next;
+  void (*run)(job *j);  /* worker thread */
+  void (*done)(job *j); /* loop thread; frees the job */
+  uint64_t submitted_us, started_us, finished_us;
+  bool cancelled; /* the executor stopped before run(): done() must say so */
+};
+
+typedef struct {
+  pthread_t thread;
+  bool started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  job *head, *tail; /* waiting to run */
+  size_t queued;    /* waiting + running, checked against depth */
+  job *done_head, *done_tail;
+  bool stop;
+  uv_async_t async;
+  bool async_open;
+} executor;
+
+/* Starts the worker. Returns 0 or a negative errno / libuv error. */
+int executor_start(executor *ex, uv_loop_t *loop);
+/* Queues a job unless `depth` jobs are already queued or running: then
+ * returns SLY_E_BUSY and the job stays the caller's. */
+int executor_submit(executor *ex, job *j, uint64_t depth);
+/* Jobs queued or running right now. */
+size_t executor_pending(executor *ex);
+/* Lets the worker finish the job it is running; jobs still queued are not
+ * run (cancelled). Joins the worker, calls every pending done() and closes
+ * the async handle. */
+void executor_stop(executor *ex);
+
+#endif

@@ -1,0 +1,384 @@
+/* forward.c — forward and load jobs on the executor. */
+#include "forward.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "dispatch.h"
+#include "executor.h"
+#include "log.h"
+#include "outpool.h"
+#include "reply.h"
+#include "slyced.h"
+
+typedef struct {
+  job base;
+  conn *c;
+  conn_out *slot;
+  outpool *pool;
+  uint64_t req_id, start_us, cap;
+  int op;
+  slice **slices;
+  size_t n_slices;
+  shim_input inputs[PROTO_MAX_TENSORS];
+  size_t n_inputs;
+  region *out_region; /* NULL: outputs go to the pool */
+  proto_range out;
+  bool load_only, remove_on_failure;
+  uint64_t retired[PROTO_MAX_IDS];
+  size_t n_retired;
+  /* Results. */
+  int code;
+  proto_error err;
+  proto_tensor outputs[PROTO_MAX_TENSORS];
+  size_t n_outputs;
+  outpool_lease *lease;
+  uint64_t load_us, compute_us;
+} fwd_job;
+
+static void release_region(void *ctx) { region_unref(ctx); }
+
+static uint64_t wall_ms(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+/* A slice that cannot be built is unavailable to forwards; memory stays
+ * NO_MEMORY so that a client can tell "retry later" from "broken". */
+static int load_all(fwd_job *j) {
+  char msg[SHIM_ERROR_MAX];
+  uint64_t t0 = conn_now_us();
+  for (size_t i = 0; i < j->n_slices; i++) {
+    int rc = slice_ensure_loaded(j->slices[i], msg);
+    if (rc < 0) {
+      j->load_us = conn_now_us() - t0;
+      if (rc == SLY_E_NO_MEMORY)
+        return proto_fail(&j->err, rc, "slice '%s': %s", j->slices[i]->name,
+                          msg);
+      return proto_fail(&j->err,
+                        j->load_only && j->remove_on_failure ? rc
+                                                             : SLY_E_UNAVAILABLE,
+                        "slice '%s' cannot be loaded: %s", j->slices[i]->name,
+                        msg);
+    }
+  }
+  j->load_us = conn_now_us() - t0;
+  return 0;
+}
+
+/* Copies every output into its place; called with the final values. */
+static int place_outputs(fwd_job *j, shim_values *v) {
+  char msg[SHIM_ERROR_MAX];
+  size_t n = shim_values_count(v);
+  if (n > PROTO_MAX_TENSORS)
+    return proto_fail(&j->err, SLY_E_BAD_TENSOR,
+                      "the module returned %zu outputs; at most %d can be "
+                      "sent",
+                      n, PROTO_MAX_TENSORS);
+  uint64_t nbytes[PROTO_MAX_TENSORS], end = 0;
+  for (size_t i = 0; i < n; i++) {
+    proto_tensor *t = &j->outputs[i];
+    int rc = shim_values_describe(v, i, &t->dtype, &t->ndim, t->shape,
+                                  &nbytes[i], msg);
+    if (rc < 0)
+      return proto_fail(&j->err, rc, "output %zu: %s", i, msg);
+    t->nbytes = nbytes[i];
+    end = align_up(end, proto_dtype_size(t->dtype)) + nbytes[i];
+  }
+  if (j->out_region != NULL && end > j->out.bytes) {
+    proto_fail(&j->err, SLY_E_BAD_TENSOR,
+               "out holds %llu bytes; the outputs need %llu",
+               (unsigned long long)j->out.bytes, (unsigned long long)end);
+    j->err.has_needed = true;
+    j->err.needed = end;
+    return SLY_E_BAD_TENSOR;
+  }
+  uint64_t pos = 0;
+  for (size_t i = 0; i < n; i++) {
+    proto_tensor *t = &j->outputs[i];
+    void *dst;
+    if (j->out_region != NULL) {
+      pos = align_up(pos, proto_dtype_size(t->dtype));
+      t->region = j->out.region;
+      t->offset = j->out.offset + pos;
+      dst = (uint8_t *)j->out_region->base + t->offset;
+      pos += nbytes[i];
+    } else {
+      int rc = outpool_alloc(j->pool, j->lease, nbytes[i], 64, j->cap,
+                             &t->region, &t->offset, &dst, &j->err);
+      if (rc < 0)
+        return rc;
+    }
+    int rc = shim_values_copy_out(v, i, dst, msg);
+    if (rc < 0)
+      return proto_fail(&j->err, rc, "output %zu: %s", i, msg);
+  }
+  j->n_outputs = n;
+  return 0;
+}
+
+static void fwd_run(job *base) {
+  fwd_job *j = (fwd_job *)base;
+  char msg[SHIM_ERROR_MAX];
+  j->code = load_all(j);
+  if (j->code < 0 || j->load_only)
+    return;
+
+  shim_values *cur;
+  j->code = shim_values_from_inputs(j->inputs, j->n_inputs, &cur, msg);
+  j->n_inputs = 0; /* the shim releases them from here on */
+  if (j->code < 0) {
+    proto_fail(&j->err, j->code, "%s", msg);
+    return;
+  }
+  uint64_t t0 = conn_now_us();
+  for (size_t i = 0; i < j->n_slices && j->code == 0; i++) {
+    slice *s = j->slices[i];
+    shim_values *next;
+    j->code = shim_forward(s->module, cur, &next, msg);
+    shim_values_free(cur);
+    cur = NULL;
+    if (j->code < 0) {
+      proto_fail(&j->err, j->code, "slice '%s': %s", s->name, msg);
+      break;
+    }
+    atomic_fetch_add(&s->hits, 1);
+    atomic_store(&s->last_used_ms, wall_ms());
+    cur = next;
+  }
+  j->compute_us = conn_now_us() - t0;
+  if (j->code == 0) {
+    /* With `out` the lease holds no server memory, but every forward reply
+     * carries one. */
+    j->lease = outpool_lease_open(j->pool);
+    if (j->lease == NULL)
+      j->code = proto_fail(&j->err, SLY_E_NO_MEMORY, "out of memory");
+    else
+      j->code = place_outputs(j, cur);
+  }
+  shim_values_free(cur);
+}
+
+static cJSON *fwd_reply(fwd_job *j, int *fds, size_t *n_fds) {
+  cJSON *reply = proto_reply_ok(j->req_id);
+  cJSON *outs = reply ? cJSON_AddArrayToObject(reply, "outputs") : NULL;
+  cJSON *timing = reply ? cJSON_AddObjectToObject(reply, "timing") : NULL;
+  if (outs == NULL || timing == NULL) {
+    cJSON_Delete(reply);
+    return NULL;
+  }
+  uint64_t ids[PROTO_MAX_TENSORS];
+  for (size_t i = 0; i < j->n_outputs; i++) {
+    const proto_tensor *t = &j->outputs[i];
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddItemToArray(outs, d);
+    cJSON_AddStringToObject(d, "dtype", proto_dtype_name(t->dtype));
+    cJSON *shape = cJSON_AddArrayToObject(d, "shape");
+    for (uint32_t k = 0; k < t->ndim; k++)
+      cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[k]));
+    cJSON_AddNumberToObject(d, "region", (double)t->region);
+    cJSON_AddNumberToObject(d, "offset", (double)t->offset);
+    ids[i] = t->region;
+  }
+  uint64_t lease = outpool_lease_commit(j->pool, j->lease);
+  cJSON_AddNumberToObject(reply, "lease", (double)lease);
+  uint64_t total = conn_now_us() - j->start_us;
+  cJSON_AddNumberToObject(timing, "queue_us",
+                          (double)(j->base.started_us - j->base.submitted_us));
+  cJSON_AddNumberToObject(timing, "load_us", (double)j->load_us);
+  cJSON_AddNumberToObject(timing, "compute_us", (double)j->compute_us);
+  cJSON_AddNumberToObject(timing, "total_us", (double)total);
+  *n_fds = outpool_take_new_fds(j->pool, ids, j->n_outputs, fds,
+                                PROTO_MAX_TENSORS);
+  j->lease = NULL;
+  return reply;
+}
+
+static cJSON *load_reply(fwd_job *j) {
+  cJSON *reply = proto_reply_ok(j->req_id);
+  if (reply != NULL && j->op != PROTO_OP_ADD_SLICE) {
+    cJSON_AddStringToObject(reply, "slice", j->slices[0]->name);
+    cJSON_AddStringToObject(reply, "tier", slice_tier_name(j->slices[0]));
+  }
+  return reply;
+}
+
+/* Drops everything the job holds: what it leased, the inputs the shim did
+ * not take, and its references. Also undoes job_new for a job never queued. */
+static void job_free(fwd_job *j) {
+  if (j->lease != NULL)
+    outpool_lease_abort(j->pool, j->lease);
+  for (size_t i = 0; i < j->n_inputs; i++)
+    j->inputs[i].release(j->inputs[i].ctx);
+  region_unref(j->out_region);
+  for (size_t i = 0; i < j->n_slices; i++)
+    slice_unref(j->slices[i]);
+  free(j->slices);
+  outpool_unref(j->pool);
+  conn_unref(j->c);
+  free(j);
+}
+
+static void fwd_done(job *base) {
+  fwd_job *j = (fwd_job *)base;
+  conn *c = j->c;
+  if (j->base.cancelled)
+    j->code = proto_fail(&j->err, SLY_E_SHUTTING_DOWN,
+                         "slyced stopped before this request ran");
+  if (j->code < 0 && j->load_only && j->remove_on_failure) {
+    slice_registry *reg = &c->sd->slices;
+    if (slices_find(reg, j->slices[0]->name) == j->slices[0])
+      slices_remove(reg, j->slices[0]->name);
+  }
+  if (j->slot != NULL) {
+    int fds[PROTO_MAX_TENSORS];
+    size_t n_fds = 0;
+    cJSON *reply = NULL;
+    if (j->code == 0) {
+      reply = j->load_only ? load_reply(j) : fwd_reply(j, fds, &n_fds);
+      if (reply == NULL)
+        proto_fail(&j->err, SLY_E_NO_MEMORY, "out of memory");
+    }
+    if (reply == NULL)
+      reply = proto_reply_error(true, j->req_id, &j->err);
+    if (reply != NULL && j->n_retired > 0)
+      dispatch_add_retired(reply, j->retired, j->n_retired);
+    if (reply == NULL) {
+      log_error("conn %llu: out of memory replying, closing",
+                (unsigned long long)c->id);
+      conn_close(c);
+    }
+    conn_fill(c, j->slot, j->op, reply, fds, n_fds, j->start_us);
+    cJSON_Delete(reply);
+  }
+  job_free(j);
+}
+
+static fwd_job *job_new(conn *c, slice *const *slices, size_t n,
+                        const uint64_t *retired, size_t n_retired) {
+  fwd_job *j = calloc(1, sizeof(*j));
+  if (j == NULL)
+    return NULL;
+  memcpy(j->retired, retired, n_retired * sizeof(*retired));
+  j->n_retired = n_retired;
+  j->slices = calloc(n > 0 ? n : 1, sizeof(*j->slices));
+  if (j->slices == NULL) {
+    free(j);
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    slice_ref(slices[i]);
+    j->slices[i] = slices[i];
+  }
+  j->n_slices = n;
+  j->base.run = fwd_run;
+  j->base.done = fwd_done;
+  j->c = c;
+  conn_ref(c);
+  j->pool = c->pool;
+  outpool_ref(c->pool);
+  j->cap = c->sd->cfg->limits.max_output_mb * 1024 * 1024;
+  return j;
+}
+
+
+/* Queues the job and, with want_reply, reserves its reply slot. done() runs
+ * on this (the loop) thread, so it cannot see the slot before it is set. */
+static int submit(conn *c, fwd_job *j, bool want_reply, proto_error *err) {
+  slyced *sd = c->sd;
+  if (c->pending >= sd->cfg->limits.max_inflight_per_conn) {
+    job_free(j);
+    return proto_fail(err, SLY_E_BUSY,
+                      "%zu requests in flight on this connection "
+                      "(max_inflight_per_conn)",
+                      c->pending);
+  }
+  if (executor_submit(&sd->exec, &j->base, sd->cfg->limits.queue_depth) < 0) {
+    job_free(j);
+    return proto_fail(err, SLY_E_BUSY,
+                      "the device queue is full (queue_depth %llu)",
+                      (unsigned long long)sd->cfg->limits.queue_depth);
+  }
+  if (want_reply) {
+    j->slot = conn_reserve(c);
+    if (j->slot == NULL) {
+      log_error("conn %llu: out of memory reserving a reply, closing",
+                (unsigned long long)c->id);
+      conn_close(c);
+    }
+  }
+  return 0;
+}
+
+int forward_submit(conn *c, const proto_request *req, slice *const *slices,
+                   size_t n, const uint64_t *retired, size_t n_retired,
+                   uint64_t start_us, proto_error *err) {
+  fwd_job *j = job_new(c, slices, n, retired, n_retired);
+  if (j == NULL)
+    return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
+  j->req_id = req->id;
+  j->start_us = start_us;
+  j->op = PROTO_OP_FORWARD;
+  for (uint32_t i = 0; i < req->n_inputs; i++) {
+    const proto_tensor *t = &req->inputs[i];
+    region *r = conn_region_find(c, t->region);
+    if (r == NULL) {
+      job_free(j);
+      return proto_fail(err, SLY_E_BAD_REGION,
+                        "inputs[%u]: no region %llu on this connection", i,
+                        (unsigned long long)t->region);
+    }
+    proto_error e;
+    if (proto_tensor_check(t, r->bytes, &e) < 0) {
+      job_free(j);
+      return proto_fail(err, e.code, "inputs[%u]: %s", i, e.message);
+    }
+    shim_input *in = &j->inputs[j->n_inputs++];
+    in->dtype = t->dtype;
+    in->ndim = t->ndim;
+    memcpy(in->shape, t->shape, sizeof(in->shape));
+    in->data = (uint8_t *)r->base + t->offset;
+    in->release = release_region;
+    in->ctx = r;
+    region_ref(r); /* dropped by the shim once libtorch lets go of the data */
+  }
+  if (req->has_out) {
+    region *r = conn_region_find(c, req->out.region);
+    proto_error e;
+    int rc = r == NULL ? proto_fail(&e, SLY_E_BAD_REGION,
+                                    "no region %llu on this connection",
+                                    (unsigned long long)req->out.region)
+             : !r->writable
+                 ? proto_fail(&e, SLY_E_BAD_REGION,
+                              "region %llu is sealed against writes",
+                              (unsigned long long)r->id)
+                 : proto_range_check(&req->out, r->bytes, &e);
+    if (rc < 0) {
+      job_free(j);
+      return proto_fail(err, e.code, "out: %s", e.message);
+    }
+    region_ref(r);
+    j->out_region = r;
+    j->out = req->out;
+  }
+  return submit(c, j, true, err);
+}
+
+int forward_submit_load(conn *c, slice *s, bool want_reply, int op,
+                        uint64_t req_id, bool remove_on_failure,
+                        const uint64_t *retired, size_t n_retired,
+                        uint64_t start_us, proto_error *err) {
+  fwd_job *j = job_new(c, &s, 1, retired, n_retired);
+  if (j == NULL)
+    return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
+  j->req_id = req_id;
+  j->start_us = start_us;
+  j->op = op;
+  j->load_only = true;
+  j->remove_on_failure = remove_on_failure;
+  return submit(c, j, want_reply, err);
+}

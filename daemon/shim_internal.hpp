@@ -1,0 +1,114 @@
+// shim_internal.hpp — private C++ side of the torch shim (daemon/).
+//
+// Shared by torch_shim.cpp (the C ABI), shim_builtins.cpp (the built-in
+// constructors and their config) and shim_weights.cpp (the weight blob and
+// safetensors loading). Only these three files include it; nothing here
+// crosses the C boundary.
+#ifndef DAEMON_SHIM_INTERNAL_HPP
+#define DAEMON_SHIM_INTERNAL_HPP
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include "torch_shim.h"
+
+namespace shim {
+
+// A failure whose sly_code is decided where it is thrown; the guard turns it
+// into the C error. The message is one line.
+class Error : public std::runtime_error {
+public:
+  Error(int code, const std::string &msg) : std::runtime_error(msg), code(code) {}
+  int code;
+};
+
+[[noreturn]] void fail(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+// One line of an exception's message: c10::Error without its backtrace, and
+// for a failure inside the TorchScript interpreter the line that names the
+// error (its last), since the first only says that something failed.
+std::string message_of(const std::exception &e);
+
+// Fills err with msg (one line, truncated) and returns code.
+int set_error(char *err, int code, const char *msg);
+int set_error(char *err, int code, const std::string &msg);
+
+// Maps an exception to a code and err: shim::Error keeps its code,
+// allocation failures give NO_MEMORY, anything else `fallback`. Never throws.
+int error_from(const std::exception &e, char *err, int fallback);
+
+at::ScalarType scalar_type(proto_dtype d);
+// Returns false when libtorch's type has no protocol name.
+bool proto_type(at::ScalarType t, proto_dtype *out);
+std::string shape_str(at::IntArrayRef sizes);
+
+// One tensor of a module (parameter, buffer or tensor attribute) and its
+// place in the weight blob.
+struct Slot {
+  std::string name;     // state_dict name
+  at::Tensor tensor;    // shares its TensorImpl with the module's tensor
+  uint64_t offset = 0;  // SHIM_BLOB_ALIGN-aligned
+  uint64_t nbytes = 0;
+};
+
+// The built-in module: its root (for parameters) and its forward.
+struct Builtin {
+  std::shared_ptr<torch::nn::Module> root;
+  std::function<at::Tensor(const at::Tensor &)> forward;
+};
+
+// Builds a built-in from its config (shim_builtins.cpp). Throws shim::Error
+// with SLY_E_BAD_REQUEST naming the key for a bad config. `weights` receives
+// the resolved weights path, or stays empty when the module is seeded.
+Builtin build_builtin(const std::string &constructor, const cJSON *config,
+                      const char *config_dir, std::string *weights);
+bool is_builtin(const std::string &constructor);
+// Loads config.path with torch::jit::load onto the CPU, in eval mode.
+torch::jit::Module build_torchscript(const cJSON *config,
+                                     const char *config_dir);
+// Joins a relative path to config_dir.
+std::string resolve_path(const char *config_dir, const std::string &path);
+
+} // namespace shim
+
+struct shim_module {
+  std::string constructor;
+  bool is_jit = false;
+  torch::jit::Module jit;
+  shim::Builtin builtin;
+  at::Device device = at::kCPU;
+  std::vector<shim::Slot> slots;
+  uint64_t blob_bytes = 0;
+  at::Tensor host_blob;   // uint8, SHIM_BLOB_ALIGN-aligned host memory
+  at::Tensor device_blob; // uint8 on `device`; undefined on the CPU
+};
+
+struct shim_values {
+  std::vector<at::Tensor> t;
+};
+
+namespace shim {
+
+// Collects the module's unique tensors, packs them into one host blob and
+// re-points them as views into it (shim_weights.cpp).
+void pack_blob(shim_module *m);
+// Makes each slot's tensor a view of `blob` (host or device) at its offset.
+void repoint(shim_module *m, const at::Tensor &blob);
+// Copies the host blob to `device` in one copy and re-points the views.
+void move_to_device(shim_module *m, const at::Device &device);
+// Reads a safetensors file into the blob: every slot must be in the file
+// with its dtype and shape, and the file must hold nothing else. `key` names
+// the config key in messages.
+void load_weights(shim_module *m, const std::string &path, const char *key);
+
+} // namespace shim
+
+#endif

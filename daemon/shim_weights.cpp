@@ -1,0 +1,229 @@
+// shim_weights.cpp — a module's weights as one blob, and safetensors loading.
+//
+// Every parameter, buffer and tensor attribute of a module is copied into one
+// flat host buffer (each at a SHIM_BLOB_ALIGN boundary) and the module's
+// tensors are re-pointed with set_data() to views of it. Moving a slice is
+// then one copy of the blob and a re-point, never a per-tensor .to(). The
+// views hold the blob's storage, so an output that aliases a weight keeps it
+// alive after the module is gone.
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "safetensors.h"
+#include "shim_internal.hpp"
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "safetensors data and the blob layout are little-endian");
+
+namespace shim {
+namespace {
+
+uint64_t align_up(uint64_t n) {
+  uint64_t r;
+  if (__builtin_add_overflow(n, (uint64_t)SHIM_BLOB_ALIGN - 1, &r))
+    fail(SLY_E_NO_MEMORY, "weight blob size overflows");
+  return r & ~((uint64_t)SHIM_BLOB_ALIGN - 1);
+}
+
+// The module's tensors, each once (tied weights share one TensorImpl).
+std::vector<Slot> collect(shim_module *m) {
+  std::vector<Slot> out;
+  std::set<const void *> seen;
+  auto add = [&](const std::string &name, const at::Tensor &t) {
+    if (!t.defined() || !seen.insert(t.unsafeGetTensorImpl()).second)
+      return;
+    if (t.layout() != at::kStrided || t.is_quantized())
+      fail(SLY_E_BAD_REQUEST, "tensor '%s': only dense tensors can be served",
+           name.c_str());
+    Slot s;
+    s.name = name;
+    s.tensor = t;
+    s.nbytes = (uint64_t)t.numel() * (uint64_t)t.element_size();
+    out.push_back(std::move(s));
+  };
+  if (m->is_jit) {
+    for (const auto &a : m->jit.named_attributes(/*recurse=*/true))
+      if (a.value.isTensor())
+        add(a.name, a.value.toTensor());
+  } else {
+    for (const auto &p : m->builtin.root->named_parameters(/*recurse=*/true))
+      add(p.key(), p.value());
+    for (const auto &b : m->builtin.root->named_buffers(/*recurse=*/true))
+      add(b.key(), b.value());
+  }
+  return out;
+}
+
+at::Tensor view_of(const at::Tensor &blob, const Slot &s) {
+  return blob.narrow(0, (int64_t)s.offset, (int64_t)s.nbytes)
+      .view(s.tensor.scalar_type())
+      .view(s.tensor.sizes());
+}
+
+// Reads exactly n bytes at off, or fails naming the file.
+void pread_full(int fd, void *dst, uint64_t n, uint64_t off,
+                const std::string &what) {
+  char *p = static_cast<char *>(dst);
+  while (n > 0) {
+    size_t chunk = n > (1u << 30) ? (1u << 30) : (size_t)n;
+    ssize_t r = pread(fd, p, chunk, (off_t)off);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0)
+      fail(SLY_E_BAD_REQUEST, "%s: read failed: %s", what.c_str(),
+           strerror(errno));
+    if (r == 0)
+      fail(SLY_E_BAD_REQUEST, "%s: file ends early (truncated while read?)",
+           what.c_str());
+    p += r;
+    n -= (uint64_t)r;
+    off += (uint64_t)r;
+  }
+}
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0)
+      close(fd);
+  }
+};
+
+struct Header {
+  st_header h{};
+  ~Header() { st_header_free(&h); }
+};
+
+std::string st_shape(const st_tensor &t) {
+  std::string s = "[";
+  for (uint32_t i = 0; i < t.ndim; i++)
+    s += (i ? ", " : "") + std::to_string(t.shape[i]);
+  return s + "]";
+}
+
+} // namespace
+
+void pack_blob(shim_module *m) {
+  torch::NoGradGuard no_grad;
+  m->slots = collect(m);
+  uint64_t total = 0;
+  for (Slot &s : m->slots) {
+    s.offset = total;
+    if (__builtin_add_overflow(total, align_up(s.nbytes), &total))
+      fail(SLY_E_NO_MEMORY, "weight blob size overflows");
+  }
+  m->blob_bytes = total;
+  if (total == 0)
+    return;
+  void *p = nullptr;
+  if (posix_memalign(&p, SHIM_BLOB_ALIGN, total) != 0)
+    fail(SLY_E_NO_MEMORY, "weight blob of %llu bytes: out of memory",
+         (unsigned long long)total);
+  // The storage frees the memory once the blob and its last view are gone.
+  std::shared_ptr<void> owner(p, free);
+  at::Tensor blob = torch::from_blob(
+      p, {(int64_t)total}, [owner](void *) {},
+      at::TensorOptions().dtype(at::kByte));
+  uint8_t *base = static_cast<uint8_t *>(p);
+  for (const Slot &s : m->slots) {
+    view_of(blob, s).copy_(s.tensor);
+    // Zeroed padding keeps the blob's bytes a function of the weights.
+    memset(base + s.offset + s.nbytes, 0, align_up(s.nbytes) - s.nbytes);
+  }
+  repoint(m, blob);
+  m->host_blob = blob;
+}
+
+void repoint(shim_module *m, const at::Tensor &blob) {
+  torch::NoGradGuard no_grad;
+  for (Slot &s : m->slots)
+    s.tensor.set_data(view_of(blob, s));
+}
+
+void move_to_device(shim_module *m, const at::Device &device) {
+  m->device = device;
+  if (device.is_cpu() || m->blob_bytes == 0)
+    return;
+  at::Tensor dev = at::empty({(int64_t)m->blob_bytes},
+                             at::TensorOptions().dtype(at::kByte).device(device));
+  dev.copy_(m->host_blob);
+  repoint(m, dev);
+  m->device_blob = dev;
+}
+
+void load_weights(shim_module *m, const std::string &path, const char *key) {
+  std::string what = std::string(key) + ": " + path;
+  Fd f;
+  f.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f.fd < 0)
+    fail(errno == ENOENT ? SLY_E_NOT_FOUND : SLY_E_BAD_REQUEST, "%s: %s",
+         what.c_str(), strerror(errno));
+  struct stat st;
+  if (fstat(f.fd, &st) != 0)
+    fail(SLY_E_BAD_REQUEST, "%s: %s", what.c_str(), strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    fail(SLY_E_BAD_REQUEST, "%s: not a regular file", what.c_str());
+  uint64_t size = (uint64_t)st.st_size;
+
+  uint8_t prefix[8] = {0};
+  char err[ST_ERROR_MAX];
+  uint64_t header_len = 0;
+  if (size >= 8)
+    pread_full(f.fd, prefix, 8, 0, what);
+  if (st_header_len(prefix, size, &header_len, err) != 0)
+    fail(SLY_E_BAD_REQUEST, "%s: not a safetensors file: %s", what.c_str(), err);
+  std::string json(header_len, '\0');
+  pread_full(f.fd, &json[0], header_len, 8, what);
+  Header h;
+  if (st_header_parse(json.data(), json.size(), size, &h.h, err) != 0)
+    fail(SLY_E_BAD_REQUEST, "%s: not a safetensors file: %s", what.c_str(), err);
+
+  std::set<std::string> names;
+  for (const Slot &s : m->slots)
+    names.insert(s.name);
+  std::unordered_map<std::string, const st_tensor *> in_file;
+  for (size_t i = 0; i < h.h.n_tensors; i++) {
+    if (!names.count(h.h.tensors[i].name))
+      fail(SLY_E_BAD_REQUEST, "%s: tensor '%.128s' is not in the module",
+           what.c_str(), h.h.tensors[i].name);
+    in_file[h.h.tensors[i].name] = &h.h.tensors[i];
+  }
+  for (const Slot &s : m->slots) {
+    auto it = in_file.find(s.name);
+    const st_tensor *t = it == in_file.end() ? nullptr : it->second;
+    if (!t)
+      fail(SLY_E_BAD_REQUEST, "%s: tensor '%s' is missing", what.c_str(),
+           s.name.c_str());
+    proto_dtype want;
+    if (!proto_type(s.tensor.scalar_type(), &want) || t->dtype != want)
+      fail(SLY_E_BAD_REQUEST, "%s: tensor '%s' is %s, the module's is %s "
+           "(config.dtype)", what.c_str(), s.name.c_str(),
+           st_dtype_name(t->dtype), c10::toString(s.tensor.scalar_type()));
+    bool same = t->ndim == (uint32_t)s.tensor.dim();
+    for (uint32_t d = 0; same && d < t->ndim; d++)
+      same = t->shape[d] == (uint64_t)s.tensor.size(d);
+    if (!same)
+      fail(SLY_E_BAD_REQUEST, "%s: tensor '%s' has shape %s, the module's is %s",
+           what.c_str(), s.name.c_str(), st_shape(*t).c_str(),
+           shape_str(s.tensor.sizes()).c_str());
+  }
+  if (m->blob_bytes == 0)
+    return;
+  // Straight into the blob: the slots are its views, on the host.
+  uint8_t *base = static_cast<uint8_t *>(m->host_blob.data_ptr());
+  for (const Slot &s : m->slots) {
+    const st_tensor *t = in_file.at(s.name);
+    pread_full(f.fd, base + s.offset, s.nbytes, h.h.data_offset + t->begin,
+               what);
+  }
+}
+
+} // namespace shim
