@@ -70,6 +70,7 @@ DAEMON_CXX_SRC := $(wildcard daemon/*.cpp)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 INTEG_SRC := $(wildcard tests/integration/test_*.c)
 INTEG_HELPER_SRC := $(filter-out $(INTEG_SRC),$(wildcard tests/integration/*.c))
+BENCH_SRC := $(wildcard tests/bench/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(patsubst %.cpp,$(BUILD)/obj/%.o,$(1)))
 
@@ -79,16 +80,17 @@ DAEMON_OBJ := $(call obj,$(DAEMON_C_SRC) $(DAEMON_CXX_SRC))
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 INTEG_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(INTEG_SRC))
 INTEG_HELPER_OBJ := $(call obj,$(INTEG_HELPER_SRC))
+BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/tests/bench/%,$(BENCH_SRC))
 
 SLYCED := $(BUILD)/slyced
 SLYCTL := $(BUILD)/slyctl
 LIBSLYCE_SO := $(BUILD)/libslyce.so
 LIBSLYCE_A := $(BUILD)/libslyce.a
 
-.PHONY: all deps test check check-unit check-integration check-units check-install run install clean torch-check
+.PHONY: all deps test check check-unit check-integration check-units check-install run install clean torch-check bench
 .DEFAULT_GOAL := all
 
-all: $(SLYCED) $(SLYCTL) $(LIBSLYCE_SO) $(LIBSLYCE_A) $(UNIT_BIN) $(INTEG_BIN)
+all: $(SLYCED) $(SLYCTL) $(LIBSLYCE_SO) $(LIBSLYCE_A) $(UNIT_BIN) $(INTEG_BIN) $(BENCH_BIN)
 
 deps:
 	@VENV="$(VENV)" TORCH_DIR="$(filter-out $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/torch)),$(TORCH_DIR))" bash scripts/deps.sh
@@ -145,18 +147,28 @@ $(SLYCTL): $(call obj,$(SLYCTL_SRC)) $(LIBSLYCE_A)
 $(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libdaemon.a $(BUILD)/libproto.a | torch-check
 	@mkdir -p $(dir $@)
 	@echo "  TEST    $@"
-	$(Q)$(CXX) -x c $(CFLAGS_ALL) $(CUDA_CFLAGS) -iquote tests -o $@ $< -x none $(BUILD)/libdaemon.a $(BUILD)/libproto.a \
+	$(Q)$(CXX) -x c $(CFLAGS_ALL) $(CUDA_CFLAGS) -iquote tests -MMD -MP -MF $@.d -o $@ $< -x none $(BUILD)/libdaemon.a $(BUILD)/libproto.a \
 	  $(LDFLAGS_ALL) -lcriterion $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
 
 $(BUILD)/tests/integration/%: tests/integration/%.c $(INTEG_HELPER_OBJ) $(LIBSLYCE_A) | torch-check
 	@mkdir -p $(dir $@)
 	@echo "  TEST    $@"
 	$(Q)$(CC) $(CFLAGS_ALL) -iquote tests -iquote tests/integration -DSLY_TEST_BUILD_DIR='"$(abspath $(BUILD))"' \
-	  -DSLY_TEST_SOURCE_DIR='"$(CURDIR)"' -o $@ $< $(INTEG_HELPER_OBJ) $(LIBSLYCE_A) \
+	  -DSLY_TEST_SOURCE_DIR='"$(CURDIR)"' -MMD -MP -MF $@.d -o $@ $< $(INTEG_HELPER_OBJ) $(LIBSLYCE_A) \
 	  $(LDFLAGS_ALL) -lcriterion $(CJSON_LIBS) -lpthread -lm
 
 $(INTEG_HELPER_OBJ): CFLAGS_ALL += -iquote tests -iquote tests/integration \
   -DSLY_TEST_BUILD_DIR='"$(abspath $(BUILD))"' -DSLY_TEST_SOURCE_DIR='"$(CURDIR)"'
+
+# Benchmarks print ratios measured side by side in one run (tests/bench/README.md).
+$(BUILD)/tests/bench/%: tests/bench/%.c $(BUILD)/libdaemon.a $(BUILD)/libproto.a | torch-check
+	@mkdir -p $(dir $@)
+	@echo "  BENCH   $@"
+	$(Q)$(CXX) -x c $(CFLAGS_ALL) $(CUDA_CFLAGS) -MMD -MP -MF $@.d -o $@ $< -x none $(BUILD)/libdaemon.a \
+	  $(BUILD)/libproto.a $(LDFLAGS_ALL) $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
+
+bench: $(BENCH_BIN)
+	@set -e; for b in $(BENCH_BIN); do echo "== $$b"; $$b; done
 
 # Sanitizer runtime options; suppressions are limited to third-party code.
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
@@ -213,4 +225,4 @@ install: $(SLYCED) $(SLYCTL) $(LIBSLYCE_SO) $(LIBSLYCE_A)
 clean:
 	rm -rf build build-* run
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/tests -name '*.d' 2>/dev/null)

@@ -392,3 +392,60 @@ int sly_remove_slice(sly_conn *c, const char *name, sly_error *err) {
     sly__reply_free(&rep);
   return rc;
 }
+
+/* load, evict, pin, unpin: {"slice", "tier"?}; `where` gets the reply's
+ * tier when asked for. */
+static int tier_op(sly_conn *c, const char *op, const char *slice,
+                   const char *tier, char where[8], sly_error *err) {
+  int rc = check_name(slice, "slice", err);
+  if (rc < 0)
+    return rc;
+  if (tier != NULL && strcmp(tier, "gpu") != 0 && strcmp(tier, "cpu") != 0 &&
+      strcmp(tier, "disk") != 0)
+    return sly__fail(err, SLY_E_INVALID_ARG,
+                     "tier must be \"gpu\", \"cpu\" or \"disk\"");
+  cJSON *req = sly__request(op);
+  if (req != NULL && (!cJSON_AddStringToObject(req, "slice", slice) ||
+                      (tier != NULL &&
+                       !cJSON_AddStringToObject(req, "tier", tier)))) {
+    cJSON_Delete(req);
+    req = NULL;
+  }
+  sly__reply rep;
+  if ((rc = call(c, req, &rep, err)) < 0)
+    return rc;
+  if (where != NULL) {
+    const cJSON *jt = cJSON_GetObjectItemCaseSensitive(rep.json, "tier");
+    if (!cJSON_IsString(jt) || strlen(jt->valuestring) >= 8)
+      rc = sly__fail(err, SLY_E_PROTOCOL,
+                     "%s reply: \"tier\" is not a tier name", op);
+    else
+      snprintf(where, 8, "%s", jt->valuestring);
+  }
+  sly__reply_free(&rep);
+  return rc;
+}
+
+int sly_load(sly_conn *c, const char *slice, const char *tier, char where[8],
+             sly_error *err) {
+  if (tier == NULL)
+    return sly__fail(err, SLY_E_INVALID_ARG, "load needs a tier");
+  return tier_op(c, "load", slice, tier, where, err);
+}
+
+int sly_evict(sly_conn *c, const char *slice, const char *tier, char where[8],
+              sly_error *err) {
+  if (tier == NULL)
+    return sly__fail(err, SLY_E_INVALID_ARG, "evict needs a tier");
+  return tier_op(c, "evict", slice, tier, where, err);
+}
+
+int sly_pin(sly_conn *c, const char *slice, const char *tier, sly_error *err) {
+  if (tier == NULL)
+    return sly__fail(err, SLY_E_INVALID_ARG, "pin needs a tier");
+  return tier_op(c, "pin", slice, tier, NULL, err);
+}
+
+int sly_unpin(sly_conn *c, const char *slice, sly_error *err) {
+  return tier_op(c, "unpin", slice, NULL, NULL, err);
+}

@@ -251,6 +251,18 @@ void sly_result_free(sly_result *r);
 int sly_set_active_slice(sly_conn *c, const char *slice, int wait,
                          char tier[8], sly_error *err);
 
+/* Tiers, as in list: "gpu", "cpu", "disk". */
+/* Brings `slice` up to `tier`; `where` (may be NULL) receives the best tier
+ * now holding it. */
+int sly_load(sly_conn *c, const char *slice, const char *tier, char where[8],
+             sly_error *err);
+/* Leaves `slice` at most at `tier` (its copies above are freed). */
+int sly_evict(sly_conn *c, const char *slice, const char *tier, char where[8],
+              sly_error *err);
+/* Admin: keeps `slice` at `tier` (loading it there) until sly_unpin. */
+int sly_pin(sly_conn *c, const char *slice, const char *tier, sly_error *err);
+int sly_unpin(sly_conn *c, const char *slice, sly_error *err);
+
 /* Admin: adds a slice at runtime (kept across reloads); `config_json` is the
  * constructor's config object as JSON text (NULL: {}). */
 int sly_add_slice(sly_conn *c, const char *name, const char *constructor,

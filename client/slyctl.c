@@ -356,6 +356,42 @@ static int cmd_remove_slice(ctl *x, int argc, char **argv, sly_error *err) {
   return sly_remove_slice(x->conn, argv[0], err);
 }
 
+static int cmd_tier(ctl *x, const char *op, int argc, char **argv,
+                    sly_error *err) {
+  char where[8] = "";
+  const char *tier = argc > 1 ? argv[1] : NULL;
+  int rc = strcmp(op, "load") == 0    ? sly_load(x->conn, argv[0], tier, where, err)
+           : strcmp(op, "evict") == 0 ? sly_evict(x->conn, argv[0], tier, where, err)
+           : strcmp(op, "pin") == 0   ? sly_pin(x->conn, argv[0], tier, err)
+                                      : sly_unpin(x->conn, argv[0], err);
+  if (rc < 0)
+    return rc;
+  if (x->json) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "slice", argv[0]);
+    if (where[0] != '\0')
+      cJSON_AddStringToObject(j, "tier", where);
+    print_json(j);
+    cJSON_Delete(j);
+  } else if (where[0] != '\0') {
+    printf("%s: on %s\n", argv[0], where);
+  }
+  return 0;
+}
+
+static int cmd_load(ctl *x, int argc, char **argv, sly_error *err) {
+  return cmd_tier(x, "load", argc, argv, err);
+}
+static int cmd_evict(ctl *x, int argc, char **argv, sly_error *err) {
+  return cmd_tier(x, "evict", argc, argv, err);
+}
+static int cmd_pin(ctl *x, int argc, char **argv, sly_error *err) {
+  return cmd_tier(x, "pin", argc, argv, err);
+}
+static int cmd_unpin(ctl *x, int argc, char **argv, sly_error *err) {
+  return cmd_tier(x, "unpin", argc, argv, err);
+}
+
 static const ctl_command commands[] = {
     {"status", 0, 0, cmd_status, "", "server, device, socket, slices, uptime",
      NULL},
@@ -368,6 +404,13 @@ static const ctl_command commands[] = {
      "make NAME the default slice and load it", check_activate},
     {"add-slice", 2, 3, cmd_add_slice, "NAME CONSTRUCTOR [CONFIG_JSON]",
      "add a slice at run time (admin)", NULL},
+    {"load", 2, 2, cmd_load, "NAME gpu|cpu|disk", "bring a slice up to a tier",
+     NULL},
+    {"evict", 2, 2, cmd_evict, "NAME gpu|cpu|disk",
+     "leave a slice at most at a tier", NULL},
+    {"pin", 2, 2, cmd_pin, "NAME gpu|cpu|disk", "keep a slice at a tier (admin)",
+     NULL},
+    {"unpin", 1, 1, cmd_unpin, "NAME", "let a pinned slice go (admin)", NULL},
     {"remove-slice", 1, 1, cmd_remove_slice, "NAME", "remove a slice (admin)",
      NULL},
     {"reload", 0, 0, cmd_reload, "", "re-read the config (admin)", NULL},

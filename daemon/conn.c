@@ -140,8 +140,10 @@ void conn_fill(conn *c, conn_out *slot, int op, const cJSON *reply,
   }
   stats_record(&c->sd->stats, op, code, conn_now_us() - start_us);
   c->pending--;
-  memcpy(slot->fds, fds, n_fds * sizeof(int));
+  if (n_fds > 0)
+    memcpy(slot->fds, fds, n_fds * sizeof(int));
   slot->n_fds = n_fds;
+  slot->owner = NULL;
   if (c->closed) {
     conn_unlink(c, slot);
     out_free(slot);
@@ -160,6 +162,25 @@ void conn_fill(conn *c, conn_out *slot, int op, const cJSON *reply,
   if (c->out_head == slot)
     conn_flush(c);
   conn_update_poll(c);
+}
+
+void conn_abandon_pending(conn *c, const proto_error *e) {
+  uint64_t now = conn_now_us();
+  for (conn_out *o = c->out_head; o != NULL && !c->closed;) {
+    conn_out *next = o->next; /* o may be sent and freed by conn_fill */
+    if (!o->ready) {
+      if (o->owner != NULL)
+        *o->owner = NULL;
+      cJSON *reply = proto_reply_error(o->has_id, o->id, e);
+      if (reply == NULL) {
+        conn_close(c);
+        return;
+      }
+      conn_fill(c, o, o->op, reply, NULL, 0, now);
+      cJSON_Delete(reply);
+    }
+    o = next;
+  }
 }
 
 void conn_reply(conn *c, int op, const cJSON *reply, uint64_t start_us) {

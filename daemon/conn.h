@@ -35,6 +35,12 @@ struct slyced;
 typedef struct conn_out {
   struct conn_out *next;
   bool ready;
+  /* For a slot a job will fill: the request it answers, and the job's
+   * pointer to this slot (cleared when the slot is answered without it). */
+  bool has_id;
+  uint64_t id;
+  int op;
+  struct conn_out **owner;
   uint8_t *data;
   size_t len, off;
   int fds[PROTO_MAX_TENSORS]; /* sent with the frame's first byte, then closed */
@@ -92,6 +98,10 @@ conn_out *conn_reserve(conn *c);
  * the frame. Safe on a closed connection (everything is dropped). */
 void conn_fill(conn *c, conn_out *slot, int op, const cJSON *reply,
                const int *fds, size_t n_fds, uint64_t start_us);
+
+/* Answers every slot still waiting for a job with `e` (drain timeout); the
+ * jobs' own answers are then dropped. */
+void conn_abandon_pending(conn *c, const proto_error *e);
 
 void conn_ref(conn *c);
 void conn_unref(conn *c);

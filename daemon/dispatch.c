@@ -51,12 +51,6 @@ static int need_slice(conn *c, const char *name, slice **out,
   return 0;
 }
 
-/* Tiers arrive with the tiers issue; until then saying so beats pretending. */
-static int not_served(proto_error *err, const char *what) {
-  return proto_fail(err, SLY_E_UNAVAILABLE,
-                    "%s: memory tiers are not available in this build yet",
-                    what);
-}
 
 static int on_hello(conn *c, const proto_request *req, dispatch_ctx *ctx,
                     cJSON *reply, proto_error *err) {
@@ -218,12 +212,16 @@ static int on_set_active_slice(conn *c, const proto_request *req,
 
 static int on_tier_op(conn *c, const proto_request *req, dispatch_ctx *ctx,
                       cJSON *reply, proto_error *err) {
-  (void)ctx, (void)reply;
+  (void)reply;
   slice *s = NULL;
   int rc = need_slice(c, req->slice, &s, err);
   if (rc < 0)
     return rc;
-  return not_served(err, proto_op_name(req->op));
+  /* proto_tier and the tiers' numbering agree: gpu 0, cpu 1, disk 2. */
+  int tier = req->has_tier ? (int)req->tier : TIER_DISK;
+  rc = forward_submit_tier_op(c, s, (int)req->op, tier, req->id, ctx->retired,
+                              ctx->n_retired, ctx->start_us, err);
+  return rc < 0 ? rc : DEFERRED;
 }
 
 static int on_add_slice(conn *c, const proto_request *req, dispatch_ctx *ctx,
@@ -292,7 +290,11 @@ static int on_list(conn *c, const proto_request *req, dispatch_ctx *ctx,
     cJSON_AddStringToObject(s, "tier", slice_tier_name(sl));
     cJSON_AddStringToObject(
         s, "state", slice_state_name((slice_state)atomic_load(&sl->state)));
-    cJSON_AddBoolToObject(s, "pinned", 0);
+    int pin = atomic_load(&sl->place.pinned_tier);
+    if (pin >= 0)
+      cJSON_AddStringToObject(s, "pinned", tier_name(pin));
+    else
+      cJSON_AddBoolToObject(s, "pinned", 0);
     cJSON_AddNumberToObject(s, "hits", (double)atomic_load(&sl->hits));
     cJSON_AddNumberToObject(s, "loads", (double)atomic_load(&sl->loads));
     cJSON_AddNumberToObject(s, "last_used",
@@ -332,6 +334,7 @@ static int on_stats(conn *c, const proto_request *req, dispatch_ctx *ctx,
   cJSON_AddNumberToObject(conns, "accepted", (double)sd->stats.conns_accepted);
   cJSON_AddNumberToObject(conns, "rejected", (double)sd->stats.conns_rejected);
   cJSON_AddNumberToObject(reply, "queued", (double)executor_pending(&sd->exec));
+  tiers_stats_json(&sd->tiers, reply);
   if (stats_add_json(&sd->stats, reply) < 0)
     return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
   return 0;

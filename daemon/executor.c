@@ -95,6 +95,22 @@ int executor_submit(executor *ex, job *j, uint64_t depth) {
   return 0;
 }
 
+void executor_cancel_queued(executor *ex) {
+  pthread_mutex_lock(&ex->mu);
+  job *j = ex->head;
+  ex->head = ex->tail = NULL;
+  for (job *k = j; k != NULL; k = k->next)
+    ex->queued--;
+  pthread_mutex_unlock(&ex->mu);
+  while (j != NULL) {
+    job *next = j->next;
+    j->cancelled = true;
+    j->started_us = j->finished_us = conn_now_us();
+    j->done(j);
+    j = next;
+  }
+}
+
 size_t executor_pending(executor *ex) {
   pthread_mutex_lock(&ex->mu);
   size_t n = ex->queued;

@@ -42,6 +42,9 @@ int executor_start(executor *ex, uv_loop_t *loop);
 /* Queues a job unless `depth` jobs are already queued or running: then
  * returns SLY_E_BUSY and the job stays the caller's. */
 int executor_submit(executor *ex, job *j, uint64_t depth);
+/* Takes the jobs that have not started off the queue and calls their
+ * done() now, as cancelled (drain timeout). Loop thread. */
+void executor_cancel_queued(executor *ex);
 /* Jobs queued or running right now. */
 size_t executor_pending(executor *ex);
 /* Lets the worker finish the job it is running; jobs still queued are not

@@ -26,6 +26,8 @@ typedef struct {
   region *out_region; /* NULL: outputs go to the pool */
   proto_range out;
   bool load_only, remove_on_failure;
+  bool tier_op; /* load, evict, pin, unpin */
+  int tier;
   uint64_t retired[PROTO_MAX_IDS];
   size_t n_retired;
   /* Results. */
@@ -47,27 +49,29 @@ static uint64_t wall_ms(void) {
 
 static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
-/* A slice that cannot be built is unavailable to forwards; memory stays
- * NO_MEMORY so that a client can tell "retry later" from "broken". */
-static int load_all(fwd_job *j) {
-  char msg[SHIM_ERROR_MAX];
+/* Brings slice i of the job to its compute tier. A slice that cannot be
+ * built is unavailable to forwards; memory stays NO_MEMORY so that a client
+ * can tell "retry later" from "broken". */
+static int make_resident(fwd_job *j, size_t i) {
+  tiers *t = &j->c->sd->tiers;
+  slice *s = j->slices[i];
+  bool next = i + 1 < j->n_slices && j->slices[i + 1] != s;
+  if (next)
+    tiers_set_needed_next(j->slices[i + 1], true);
   uint64_t t0 = conn_now_us();
-  for (size_t i = 0; i < j->n_slices; i++) {
-    int rc = slice_ensure_loaded(j->slices[i], msg);
-    if (rc < 0) {
-      j->load_us = conn_now_us() - t0;
-      if (rc == SLY_E_NO_MEMORY)
-        return proto_fail(&j->err, rc, "slice '%s': %s", j->slices[i]->name,
-                          msg);
-      return proto_fail(&j->err,
-                        j->load_only && j->remove_on_failure ? rc
-                                                             : SLY_E_UNAVAILABLE,
-                        "slice '%s' cannot be loaded: %s", j->slices[i]->name,
-                        msg);
-    }
+  proto_error e;
+  int rc = tiers_make_resident(t, s, &e);
+  j->load_us += conn_now_us() - t0;
+  if (next)
+    tiers_set_needed_next(j->slices[i + 1], false);
+  if (rc == 0)
+    return 0;
+  if (rc == SLY_E_NO_MEMORY || rc == SLY_E_BUSY || j->remove_on_failure) {
+    j->err = e;
+    return rc;
   }
-  j->load_us = conn_now_us() - t0;
-  return 0;
+  return proto_fail(&j->err, SLY_E_UNAVAILABLE,
+                    "slice '%s' cannot be loaded: %s", s->name, e.message);
 }
 
 /* Copies every output into its place; called with the final values. */
@@ -121,13 +125,37 @@ static int place_outputs(fwd_job *j, shim_values *v) {
   return 0;
 }
 
+/* load, evict, pin and unpin. */
+static void tier_run(fwd_job *j) {
+  tiers *t = &j->c->sd->tiers;
+  slice *s = j->slices[0];
+  switch (j->op) {
+  case PROTO_OP_LOAD:
+    j->code = tiers_load(t, s, j->tier, &j->err);
+    break;
+  case PROTO_OP_EVICT:
+    j->code = tiers_evict(t, s, j->tier, &j->err);
+    break;
+  case PROTO_OP_PIN:
+    j->code = tiers_pin(t, s, j->tier, &j->err);
+    break;
+  default:
+    tiers_unpin(t, s);
+    j->code = 0;
+  }
+}
+
 static void fwd_run(job *base) {
   fwd_job *j = (fwd_job *)base;
   char msg[SHIM_ERROR_MAX];
-  j->code = load_all(j);
-  if (j->code < 0 || j->load_only)
+  if (j->tier_op) {
+    tier_run(j);
     return;
-
+  }
+  if (j->load_only) {
+    j->code = make_resident(j, 0);
+    return;
+  }
   shim_values *cur;
   j->code = shim_values_from_inputs(j->inputs, j->n_inputs, &cur, msg);
   j->n_inputs = 0; /* the shim releases them from here on */
@@ -135,11 +163,16 @@ static void fwd_run(job *base) {
     proto_fail(&j->err, j->code, "%s", msg);
     return;
   }
-  uint64_t t0 = conn_now_us();
+  /* One slice at a time: a pipeline larger than memory streams through. */
   for (size_t i = 0; i < j->n_slices && j->code == 0; i++) {
     slice *s = j->slices[i];
+    j->code = make_resident(j, i);
+    if (j->code < 0)
+      break;
+    uint64_t t0 = conn_now_us();
     shim_values *next;
     j->code = shim_forward(s->module, cur, &next, msg);
+    j->compute_us += conn_now_us() - t0;
     shim_values_free(cur);
     cur = NULL;
     if (j->code < 0) {
@@ -150,7 +183,6 @@ static void fwd_run(job *base) {
     atomic_store(&s->last_used_ms, wall_ms());
     cur = next;
   }
-  j->compute_us = conn_now_us() - t0;
   if (j->code == 0) {
     /* With `out` the lease holds no server memory, but every forward reply
      * carries one. */
@@ -200,7 +232,8 @@ static cJSON *fwd_reply(fwd_job *j, int *fds, size_t *n_fds) {
 
 static cJSON *load_reply(fwd_job *j) {
   cJSON *reply = proto_reply_ok(j->req_id);
-  if (reply != NULL && j->op != PROTO_OP_ADD_SLICE) {
+  if (reply != NULL && j->op != PROTO_OP_ADD_SLICE &&
+      j->op != PROTO_OP_PIN && j->op != PROTO_OP_UNPIN) {
     cJSON_AddStringToObject(reply, "slice", j->slices[0]->name);
     cJSON_AddStringToObject(reply, "tier", slice_tier_name(j->slices[0]));
   }
@@ -239,7 +272,8 @@ static void fwd_done(job *base) {
     size_t n_fds = 0;
     cJSON *reply = NULL;
     if (j->code == 0) {
-      reply = j->load_only ? load_reply(j) : fwd_reply(j, fds, &n_fds);
+      reply = j->load_only || j->tier_op ? load_reply(j)
+                                         : fwd_reply(j, fds, &n_fds);
       if (reply == NULL)
         proto_fail(&j->err, SLY_E_NO_MEMORY, "out of memory");
     }
@@ -309,6 +343,11 @@ static int submit(conn *c, fwd_job *j, bool want_reply, proto_error *err) {
       log_error("conn %llu: out of memory reserving a reply, closing",
                 (unsigned long long)c->id);
       conn_close(c);
+    } else {
+      j->slot->has_id = true;
+      j->slot->id = j->req_id;
+      j->slot->op = j->op;
+      j->slot->owner = &j->slot;
     }
   }
   return 0;
@@ -381,4 +420,19 @@ int forward_submit_load(conn *c, slice *s, bool want_reply, int op,
   j->load_only = true;
   j->remove_on_failure = remove_on_failure;
   return submit(c, j, want_reply, err);
+}
+
+int forward_submit_tier_op(conn *c, slice *s, int op, int tier,
+                           uint64_t req_id, const uint64_t *retired,
+                           size_t n_retired, uint64_t start_us,
+                           proto_error *err) {
+  fwd_job *j = job_new(c, &s, 1, retired, n_retired);
+  if (j == NULL)
+    return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
+  j->req_id = req_id;
+  j->start_us = start_us;
+  j->op = op;
+  j->tier_op = true;
+  j->tier = tier;
+  return submit(c, j, true, err);
 }

@@ -35,4 +35,11 @@ int forward_submit_load(conn *c, slice *s, bool want_reply, int op,
                         const uint64_t *retired, size_t n_retired,
                         uint64_t start_us, proto_error *err);
 
+/* Queues load, evict, pin or unpin of `s` at `tier` (TIER_GPU, TIER_CPU,
+ * TIER_DISK); the reply comes when it is done. */
+int forward_submit_tier_op(conn *c, slice *s, int op, int tier,
+                           uint64_t req_id, const uint64_t *retired,
+                           size_t n_retired, uint64_t start_us,
+                           proto_error *err);
+
 #endif

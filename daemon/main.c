@@ -68,6 +68,8 @@ int main(int argc, char **argv) {
   }
   /* A client that vanishes must cost a send() error, not the process. */
   signal(SIGPIPE, SIG_IGN);
+  /* A file-size limit must fail a cache write (EFBIG), not kill us. */
+  signal(SIGXFSZ, SIG_IGN);
 
   uv_loop_t loop;
   uv_loop_init(&loop);

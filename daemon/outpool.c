@@ -138,8 +138,6 @@ int outpool_alloc(outpool *p, outpool_lease *l, uint64_t bytes,
                     "bytes + %llu); release leases",
                     (unsigned long long)p->live_bytes,
                     (unsigned long long)bytes);
-    err->has_needed = true;
-    err->needed = p->live_bytes + bytes;
     goto out;
   }
   out_alloc *v = realloc(l->allocs, (l->n_allocs + 1) * sizeof(*v));

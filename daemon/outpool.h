@@ -40,7 +40,7 @@ uint64_t outpool_next_region_id(outpool *p);
 outpool_lease *outpool_lease_open(outpool *p);
 
 /* Allocates `bytes` aligned to `align` (a power of two ≤ 4096) for the lease.
- * Fails with SLY_E_BUSY (and `needed`) when the connection's live output
+ * Fails with SLY_E_BUSY when the connection's live output
  * bytes would pass `cap`, or when it already has OUTPOOL_MAX_REGIONS regions;
  * with SLY_E_NO_MEMORY when a memfd cannot be made. */
 int outpool_alloc(outpool *p, outpool_lease *l, uint64_t bytes,

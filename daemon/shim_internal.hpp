@@ -57,6 +57,11 @@ struct Slot {
   at::Tensor tensor;    // shares its TensorImpl with the module's tensor
   uint64_t offset = 0;  // SHIM_BLOB_ALIGN-aligned
   uint64_t nbytes = 0;
+  // What shim_module_blob_entry says; raw bytes (UINT8, [nbytes]) for a
+  // tensor the protocol cannot describe.
+  proto_dtype dtype = PROTO_DTYPE_UINT8;
+  uint32_t ndim = 0;
+  uint64_t shape[PROTO_MAX_DIMS] = {0};
 };
 
 // The built-in module: its root (for parameters) and its forward.
@@ -84,11 +89,19 @@ struct shim_module {
   bool is_jit = false;
   torch::jit::Module jit;
   shim::Builtin builtin;
-  at::Device device = at::kCPU;
+  at::Device device = at::kCPU; // where the weights are: inputs go there
   std::vector<shim::Slot> slots;
   uint64_t blob_bytes = 0;
-  at::Tensor host_blob;   // uint8, SHIM_BLOB_ALIGN-aligned host memory
-  at::Tensor device_blob; // uint8 on `device`; undefined on the CPU
+  // The shim's own blobs, until the first shim_module_bind: host_blob (uint8,
+  // SHIM_BLOB_ALIGN-aligned) and, for a module created on "cuda:N", its copy
+  // there. own_memory tells the tests when the host blob's memory is gone.
+  at::Tensor host_blob;
+  at::Tensor device_blob;
+  std::weak_ptr<void> own_memory;
+  // The caller's memory the views point into once bound (uint8, no owner);
+  // undefined before the first bind.
+  at::Tensor bound_blob;
+  bool bound = false;
 };
 
 struct shim_values {
@@ -104,6 +117,13 @@ void pack_blob(shim_module *m);
 void repoint(shim_module *m, const at::Tensor &blob);
 // Copies the host blob to `device` in one copy and re-points the views.
 void move_to_device(shim_module *m, const at::Device &device);
+// Re-points the views into the caller's memory at `base` on `device` and
+// drops the shim's own blobs (shim_module_bind). Throws shim::Error with
+// SLY_E_INVALID_ARG when `base` is not usable memory of `device`.
+void bind(shim_module *m, void *base, const at::Device &device);
+// The blob the views point into now (bound, device or host); undefined when
+// the module has no weights.
+const at::Tensor &current_blob(const shim_module *m);
 // Reads a safetensors file into the blob: every slot must be in the file
 // with its dtype and shape, and the file must hold nothing else. `key` names
 // the config key in messages.

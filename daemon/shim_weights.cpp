@@ -3,9 +3,10 @@
 // Every parameter, buffer and tensor attribute of a module is copied into one
 // flat host buffer (each at a SHIM_BLOB_ALIGN boundary) and the module's
 // tensors are re-pointed with set_data() to views of it. Moving a slice is
-// then one copy of the blob and a re-point, never a per-tensor .to(). The
-// views hold the blob's storage, so an output that aliases a weight keeps it
-// alive after the module is gone.
+// then one copy of the blob and a re-point, never a per-tensor .to(). Once
+// bound, the views point into memory the tiers own (shim_module_bind), and
+// the shim's own blob goes. Outputs never alias the blob: shim_forward
+// copies one that would.
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -47,6 +48,18 @@ std::vector<Slot> collect(shim_module *m) {
     s.name = name;
     s.tensor = t;
     s.nbytes = (uint64_t)t.numel() * (uint64_t)t.element_size();
+    // A complex buffer (rotary tables) or a float8 weight is served all the
+    // same; the blob's entry then names its bytes, which is all a copy of the
+    // blob needs.
+    if (proto_type(t.scalar_type(), &s.dtype) && t.dim() <= PROTO_MAX_DIMS) {
+      s.ndim = (uint32_t)t.dim();
+      for (int64_t d = 0; d < t.dim(); d++)
+        s.shape[d] = (uint64_t)t.size(d);
+    } else {
+      s.dtype = PROTO_DTYPE_UINT8;
+      s.ndim = 1;
+      s.shape[0] = s.nbytes;
+    }
     out.push_back(std::move(s));
   };
   if (m->is_jit) {
@@ -129,6 +142,7 @@ void pack_blob(shim_module *m) {
          (unsigned long long)total);
   // The storage frees the memory once the blob and its last view are gone.
   std::shared_ptr<void> owner(p, free);
+  m->own_memory = owner;
   at::Tensor blob = torch::from_blob(
       p, {(int64_t)total}, [owner](void *) {},
       at::TensorOptions().dtype(at::kByte));
@@ -157,6 +171,49 @@ void move_to_device(shim_module *m, const at::Device &device) {
   dev.copy_(m->host_blob);
   repoint(m, dev);
   m->device_blob = dev;
+}
+
+void bind(shim_module *m, void *base, const at::Device &device) {
+  torch::NoGradGuard no_grad;
+  at::Tensor blob;
+  if (m->blob_bytes > 0) {
+    // libtorch's own allocations are 64-byte aligned, and its vectorised
+    // kernels assume as much of a tensor's start.
+    if (!base || (uintptr_t)base % 64 != 0)
+      fail(SLY_E_INVALID_ARG, "shim_module_bind: base %p: expected memory "
+           "aligned to 64 bytes", base);
+    try {
+      // No owner: the memory stays the caller's. For CUDA, libtorch checks
+      // that the pointer is memory of that device.
+      blob = torch::from_blob(base, {(int64_t)m->blob_bytes},
+                              at::TensorOptions().dtype(at::kByte).device(device));
+    } catch (const std::exception &e) {
+      fail(SLY_E_INVALID_ARG, "shim_module_bind: base %p is not memory of %s: %s",
+           base, device.str().c_str(), message_of(e).c_str());
+    }
+  }
+  // Every view first, so that a failure leaves the module as it was.
+  std::vector<at::Tensor> views;
+  views.reserve(m->slots.size());
+  for (const Slot &s : m->slots)
+    views.push_back(blob.defined()
+                        ? view_of(blob, s)
+                        : at::empty(s.tensor.sizes(),
+                                    s.tensor.options().device(device)));
+  for (size_t i = 0; i < views.size(); i++)
+    m->slots[i].tensor.set_data(views[i]);
+  m->bound_blob = blob;
+  m->bound = true;
+  m->device = device;
+  // The views were the last holders of the shim's own blobs: they go now.
+  m->host_blob = at::Tensor();
+  m->device_blob = at::Tensor();
+}
+
+const at::Tensor &current_blob(const shim_module *m) {
+  return m->bound                  ? m->bound_blob
+         : m->device_blob.defined() ? m->device_blob
+                                    : m->host_blob;
 }
 
 void load_weights(shim_module *m, const std::string &path, const char *key) {

@@ -30,6 +30,9 @@ slice *slice_new(const char *name, const char *constructor,
   s->runtime = runtime;
   atomic_init(&s->refs, 1);
   atomic_init(&s->state, SLICE_UNLOADED);
+  atomic_init(&s->removed, false);
+  atomic_init(&s->place.tier, TIER_NONE);
+  atomic_init(&s->place.pinned_tier, -1);
   return s;
 }
 
@@ -39,6 +42,7 @@ void slice_unref(slice *s) {
   if (s == NULL || atomic_fetch_sub(&s->refs, 1) != 1)
     return;
   shim_module_free(s->module);
+  free(s->place.entries);
   free(s->name), free(s->constructor), free(s->config_dir), free(s->device);
   cJSON_Delete(s->config);
   free(s);
@@ -59,42 +63,7 @@ const char *slice_state_name(slice_state st) {
 }
 
 const char *slice_tier_name(const slice *s) {
-  if (atomic_load(&s->state) != SLICE_RESIDENT)
-    return "none";
-  return strncmp(s->device, "cuda:", 5) == 0 ? "gpu" : "cpu";
-}
-
-static uint64_t wall_ms(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
-}
-
-int slice_ensure_loaded(slice *s, char err[SHIM_ERROR_MAX]) {
-  if (s->module != NULL)
-    return 0;
-  atomic_store(&s->state, SLICE_LOADING);
-  uint64_t t0 = wall_ms();
-  shim_module *m;
-  int rc = shim_module_create(s->constructor, s->config, s->config_dir,
-                              s->device, &m, err);
-  if (rc < 0) {
-    s->load_code = rc;
-    snprintf(s->load_error, sizeof(s->load_error), "%s", err);
-    atomic_store(&s->state, SLICE_FAILED);
-    log_error("slice %s: load failed: %s", s->name, err);
-    return rc;
-  }
-  s->module = m;
-  atomic_store(&s->bytes, shim_module_blob_bytes(m));
-  atomic_fetch_add(&s->loads, 1);
-  atomic_store(&s->state, SLICE_RESIDENT);
-  log_info("slice %s: loaded (%s, %llu bytes in %zu tensors, %llu ms, "
-           "device %s)",
-           s->name, s->constructor, (unsigned long long)shim_module_blob_bytes(m),
-           shim_module_blob_tensors(m), (unsigned long long)(wall_ms() - t0),
-           s->device);
-  return 0;
+  return tier_name(atomic_load(&s->place.tier));
 }
 
 slice *slices_find(const slice_registry *r, const char *name) {
@@ -122,6 +91,7 @@ int slices_remove(slice_registry *r, const char *name) {
     slice *s = r->v[i];
     memmove(&r->v[i], &r->v[i + 1], (r->n - i - 1) * sizeof(*r->v));
     r->n--;
+    atomic_store(&s->removed, true);
     slice_unref(s);
     return 0;
   }
@@ -173,8 +143,10 @@ int slices_sync_config(slice_registry *r, const config *cfg) {
 }
 
 void slices_clear(slice_registry *r) {
-  for (size_t i = 0; i < r->n; i++)
+  for (size_t i = 0; i < r->n; i++) {
+    atomic_store(&r->v[i]->removed, true);
     slice_unref(r->v[i]);
+  }
   free(r->v);
   r->v = NULL;
   r->n = 0;

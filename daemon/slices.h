@@ -18,6 +18,7 @@
 #include <cJSON.h>
 
 #include "config.h"
+#include "tiers.h"
 #include "torch_shim.h"
 
 typedef enum {
@@ -33,10 +34,10 @@ typedef struct slice {
   cJSON *config; /* owned */
   bool runtime;  /* added with add_slice */
   atomic_int state;
+  atomic_bool removed; /* out of the registry: the tiers reclaim its memory */
   /* Executor thread only. */
   shim_module *module;
-  char load_error[SHIM_ERROR_MAX]; /* written before state becomes FAILED */
-  int load_code;
+  tier_place place;
   /* Figures for list; written by either thread, read by the loop. */
   atomic_uint_fast64_t bytes, hits, loads;
   atomic_uint_fast64_t last_used_ms; /* wall clock, 0 = never */
@@ -54,12 +55,8 @@ void slice_ref(slice *s);
 void slice_unref(slice *s); /* the last reference frees the module */
 
 const char *slice_state_name(slice_state s);
-/* "cpu", "gpu" or "none": where the weights are now. */
+/* "gpu", "cpu", "disk" or "none": the best tier holding the weights now. */
 const char *slice_tier_name(const slice *s);
-
-/* Executor thread: loads the module unless it is resident. Returns 0 or a
- * negative code with the message in err. */
-int slice_ensure_loaded(slice *s, char err[SHIM_ERROR_MAX]);
 
 slice *slices_find(const slice_registry *r, const char *name);
 /* Adds (taking the caller's reference). Returns 0 or SLY_E_EXISTS. */

@@ -97,6 +97,16 @@ static void drain_timeout_cb(uv_timer_t *t) {
   log_warn("drain_timeout_ms (%llu) passed with %zu connections left",
            (unsigned long long)sd->cfg->limits.drain_timeout_ms,
            sd->srv.n_conns);
+  /* What has not run is answered SHUTTING_DOWN, and so is the forward still
+   * running (its result is dropped): replies go out in order, and the
+   * clients should not wait for a daemon that is leaving. The replies are
+   * written before the connections close. */
+  executor_cancel_queued(&sd->exec);
+  proto_error e;
+  proto_fail(&e, SLY_E_SHUTTING_DOWN,
+             "slyced stopped before this request finished");
+  for (conn *c = sd->srv.conns; c != NULL; c = c->next)
+    conn_abandon_pending(c, &e);
   drain_finish(sd, "timed out");
 }
 
@@ -169,6 +179,11 @@ int slyced_start(slyced *sd, uv_loop_t *loop, config *cfg) {
     log_error("out of memory registering slices");
     return -1;
   }
+  char terr[256];
+  if (tiers_init(&sd->tiers, cfg, terr) < 0) {
+    log_error("%s", terr);
+    return -1;
+  }
   int e = executor_start(&sd->exec, loop);
   if (e < 0) {
     log_error("executor thread: %s", strerror(-e));
@@ -203,6 +218,7 @@ void slyced_free(slyced *sd) {
   server_close_all(&sd->srv);
   /* Jobs still queued are answered SHUTTING_DOWN (to closed connections). */
   executor_stop(&sd->exec);
+  tiers_close(&sd->tiers); /* the executor is gone: safe on this thread */
   notify_close(&sd->notify);
   uv_walk(sd->loop, close_walk_cb, NULL);
   /* Let the close callbacks run so every connection is freed. */

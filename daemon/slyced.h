@@ -20,6 +20,7 @@
 #include "server.h"
 #include "slices.h"
 #include "stats.h"
+#include "tiers.h"
 
 typedef struct slyced {
   uv_loop_t *loop;
@@ -30,6 +31,7 @@ typedef struct slyced {
   notify notify;
   server srv;
   slice_registry slices;
+  tiers tiers; /* executor thread only, but for the stats atomics */
   executor exec; /* one device per daemon for now */
   bool draining;
   bool stopped; /* the drain is over and the loop was told to stop */

@@ -146,21 +146,41 @@ std::string shape_str(at::IntArrayRef sizes) {
 
 namespace {
 
-at::Device parse_device(const char *name) {
+// "cpu", "sim" (the CPU) or "cuda:N" of a device libtorch sees. A config
+// gets BAD_REQUEST or UNAVAILABLE; the tiers' bind gets INVALID_ARG for both.
+at::Device parse_device(const char *name, int bad, int missing) {
   std::string s = name ? name : "";
   if (s == "cpu" || s == "sim")
     return at::kCPU;
   size_t digits = s.rfind("cuda:", 0) == 0 ? s.size() - 5 : 0;
   if (s != "cuda" && (digits == 0 || digits > 3 ||
                       s.find_first_not_of("0123456789", 5) != std::string::npos))
-    shim::fail(SLY_E_BAD_REQUEST, "device '%.64s': expected cpu, sim or cuda:N",
-               s.c_str());
+    shim::fail(bad, "device '%.64s': expected cpu, sim or cuda:N", s.c_str());
   int index = s == "cuda" ? 0 : atoi(s.c_str() + 5);
   size_t count = at::hasCUDA() ? at::getNumGPUs() : 0;
   if ((size_t)index >= count)
-    shim::fail(SLY_E_UNAVAILABLE, "device '%s': libtorch sees %zu CUDA devices",
+    shim::fail(missing, "device '%s': libtorch sees %zu CUDA devices",
                s.c_str(), count);
   return at::Device(at::kCUDA, (c10::DeviceIndex)index);
+}
+
+// An output that aliases a weight (TorchScript may return a parameter
+// itself, or a view of one) gets its own copy: it would otherwise read the
+// tiers' memory after the forward, when that may be freed or re-bound, and
+// a parameter returned as is would even follow the next bind.
+void own_outputs(const shim_module *m, std::vector<at::Tensor> &ts) {
+  const at::Tensor &blob = shim::current_blob(m);
+  if (!blob.defined())
+    return;
+  const char *lo = static_cast<const char *>(blob.const_data_ptr());
+  const char *hi = lo + m->blob_bytes;
+  for (at::Tensor &t : ts) {
+    if (!t.defined() || !t.has_storage())
+      continue;
+    const char *p = static_cast<const char *>(t.storage().data());
+    if (p && p >= lo && p < hi)
+      t = t.clone();
+  }
 }
 
 // Calls a client's release() once, when the last holder lets go: the tensor
@@ -239,7 +259,7 @@ extern "C" int shim_module_create(const char *constructor, const cJSON *config,
   SHIM_GUARD(err, SLY_E_INTERNAL, {
     if (!constructor || !out)
       shim::fail(SLY_E_INTERNAL, "shim_module_create: NULL argument");
-    at::Device dev = parse_device(device);
+    at::Device dev = parse_device(device, SLY_E_BAD_REQUEST, SLY_E_UNAVAILABLE);
     auto m = std::make_unique<shim_module>();
     m->constructor = constructor;
     std::string weights;
@@ -271,6 +291,40 @@ extern "C" uint64_t shim_module_blob_bytes(const shim_module *m) {
 
 extern "C" size_t shim_module_blob_tensors(const shim_module *m) {
   return m ? m->slots.size() : 0;
+}
+
+extern "C" int shim_module_blob_entry(const shim_module *m, size_t i,
+                                      shim_blob_entry *out) {
+  if (!m || !out || i >= m->slots.size())
+    return SLY_E_INVALID_ARG;
+  const shim::Slot &s = m->slots[i];
+  shim_blob_entry e;
+  memset(&e, 0, sizeof(e));
+  e.name = s.name.c_str();
+  e.dtype = s.dtype;
+  e.ndim = s.ndim;
+  memcpy(e.shape, s.shape, sizeof(e.shape));
+  e.offset = s.offset;
+  e.nbytes = s.nbytes;
+  *out = e;
+  return 0;
+}
+
+extern "C" const void *shim_module_blob_data(const shim_module *m) {
+  return m && !m->bound && m->host_blob.defined()
+             ? m->host_blob.const_data_ptr()
+             : nullptr;
+}
+
+extern "C" int shim_module_bind(shim_module *m, void *base, const char *device,
+                                char err[SHIM_ERROR_MAX]) {
+  SHIM_GUARD(err, SLY_E_INTERNAL, {
+    if (!m)
+      shim::fail(SLY_E_INVALID_ARG, "shim_module_bind: NULL module");
+    shim::bind(m, base,
+               parse_device(device, SLY_E_INVALID_ARG, SLY_E_INVALID_ARG));
+    return 0;
+  })
 }
 
 extern "C" int shim_values_from_inputs(const shim_input *in, size_t n,
@@ -345,6 +399,7 @@ extern "C" int shim_forward(shim_module *m, const shim_values *in,
                    m->constructor.c_str(), xs.size());
       v->t.push_back(m->builtin.forward(xs[0]));
     }
+    own_outputs(m, v->t);
     *out = v.release();
     return 0;
   })
@@ -402,11 +457,15 @@ extern "C" void *shim_testing_blob(const shim_module *m) {
   return m && m->host_blob.defined() ? m->host_blob.data_ptr() : nullptr;
 }
 
+extern "C" int shim_testing_own_blob_freed(const shim_module *m) {
+  return m && m->own_memory.expired() ? 1 : 0;
+}
+
 extern "C" int shim_testing_views_in_blob(const shim_module *m) {
   try {
     if (!m)
       return 0;
-    const at::Tensor &blob = m->device_blob.defined() ? m->device_blob : m->host_blob;
+    const at::Tensor &blob = shim::current_blob(m);
     if (!blob.defined())
       return m->blob_bytes == 0;
     const char *lo = static_cast<const char *>(blob.data_ptr());

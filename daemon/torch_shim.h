@@ -43,8 +43,9 @@ const char *const *shim_constructors(void);
  * its parameters and buffers are packed into one flat blob (each tensor
  * SHIM_BLOB_ALIGN-aligned) and re-pointed as views into it, and it is moved
  * to `device` ("cpu", "sim" = cpu, "cuda:N"). Returns 0, SLY_E_BAD_REQUEST
- * (the config is wrong: the message names the key), SLY_E_NOT_FOUND (a file
- * is missing), SLY_E_NO_MEMORY or SLY_E_INTERNAL. The caller frees *out with
+ * (the config is wrong: the message names the key; also an unknown device
+ * string), SLY_E_NOT_FOUND (a file is missing), SLY_E_UNAVAILABLE (no such
+ * CUDA device), SLY_E_NO_MEMORY or SLY_E_INTERNAL. The caller frees *out with
  * shim_module_free(). */
 int shim_module_create(const char *constructor, const cJSON *config,
                        const char *config_dir, const char *device,
@@ -55,6 +56,43 @@ void shim_module_free(shim_module *m);
 uint64_t shim_module_blob_bytes(const shim_module *m);
 /* How many tensors the blob holds. */
 size_t shim_module_blob_tensors(const shim_module *m);
+
+/* One tensor of the blob, in blob order: what the disk cache writes into
+ * its safetensors header. `name` is the module's own (state_dict) name and
+ * lives as long as the module; tied weights appear once, under their first
+ * name. A tensor the protocol cannot describe (a complex buffer, more than
+ * PROTO_MAX_DIMS dims) is given as its bytes: UINT8, shape [nbytes]. */
+typedef struct {
+  const char *name;
+  proto_dtype dtype;
+  uint32_t ndim;
+  uint64_t shape[PROTO_MAX_DIMS];
+  uint64_t offset; /* in the blob, a multiple of SHIM_BLOB_ALIGN */
+  uint64_t nbytes;
+} shim_blob_entry;
+
+/* Entry i < shim_module_blob_tensors(m). Returns 0 or SLY_E_INVALID_ARG. */
+int shim_module_blob_entry(const shim_module *m, size_t i,
+                           shim_blob_entry *out);
+
+/* The shim's own blob, on the host, as packed by shim_module_create (for
+ * the first copy into a tier). NULL once shim_module_bind has been called. */
+const void *shim_module_blob_data(const shim_module *m);
+
+/* Re-points every parameter and buffer of the module to views into `base`,
+ * which holds shim_module_blob_bytes(m) bytes in the same layout, on
+ * `device` ("cpu" or "sim" for host memory, "cuda:N" for device memory), and
+ * makes `device` the module's (inputs are moved there). No copy: the memory
+ * stays the caller's and must outlive the binding (until the next bind or
+ * shim_module_free). The first bind frees the shim's own blob. An output
+ * that would alias a weight is copied by shim_forward, so no value ever
+ * points into the caller's memory. The module must not run while
+ * unbound memory is freed; the tiers make sure. `base` may be NULL when the
+ * blob is empty. Returns 0, SLY_E_INVALID_ARG (bad or absent device, base
+ * NULL or not 64-byte aligned, or not memory of a CUDA device) or
+ * SLY_E_INTERNAL; on failure the module is unchanged. */
+int shim_module_bind(shim_module *m, void *base, const char *device,
+                     char err[SHIM_ERROR_MAX]);
 
 /* An input in memory the shim does not own: shared memory of a client. The
  * shim wraps it with torch::from_blob; `release(ctx)` is called once when

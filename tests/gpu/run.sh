@@ -237,6 +237,27 @@ fi
 
 # --- GPU tests and benchmark: Makefile targets, when they exist -------------
 # A target that would run `make deps` is refused: nothing may install here.
+# --- forward tests on the GPU ------------------------------------------------
+# The same forward tests, with every daemon they start on $device (harness.c:
+# SLY_TEST_DEVICE), compared with PyTorch's CPU references.
+gpu_forward() {
+  local b rc=0
+  export LD_LIBRARY_PATH=$sysroot_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  for b in "$BUILD"/tests/integration/test_forward_*; do
+    [ -x "$b" ] || continue
+    echo "== $b (SLY_TEST_DEVICE=$device)"
+    SLY_TEST_DEVICE=$device OMP_NUM_THREADS=1 timeout 300 "$b" --jobs 2 || rc=1
+  done
+  return "$rc"
+}
+if [ "$mode" != gpu ]; then
+  record gpu-forward SKIP 0 "rehearsal: no GPU"
+elif run_step gpu-forward gpu-forward.log gpu_forward; then
+  record gpu-forward PASS "$step_s" "$(criterion_totals "$results/gpu-forward.log")"
+else
+  record gpu-forward FAIL "$step_s" "rc $step_rc; $(criterion_totals "$results/gpu-forward.log")"
+fi
+
 make_target_step() { # make_target_step STEP TARGET LOG
   local step=$1 target=$2 log=$3
   if ! grep -q "^$target:" Makefile; then
@@ -294,7 +315,7 @@ EOF
   # Every call is bounded: a hung daemon fails the step instead of the run.
   sly() { echo "\$ slyctl $*"; timeout 120 "${with_sysroot[@]}" "$slyctl" -s "$sock" "$@"; }
   sly status || rc=1
-  sly load mlp gpu || [ "$device" = cpu ] || rc=1
+  sly activate mlp || rc=1
   sly forward mlp --in "$tmp/x.npy" --out "$tmp/y.npy" || rc=1
   "$PYTHON" - "$tmp" <<'EOF' || rc=1
 import sys, numpy as np

@@ -125,14 +125,31 @@ void td_write_config_text(td *d, const char *text) {
   cr_assert(rename(tmp, d->config) == 0, "rename: %s", strerror(errno));
 }
 
+const char *td_device(void) {
+  const char *p = getenv("SLY_TEST_DEVICE");
+  return p != NULL && p[0] != '\0' ? p : "cpu";
+}
+
 void td_write_config(td *d, const char *extra_json) {
+  /* A test that names its own device keeps it; the others run on
+   * td_device(), and on a GPU with a GPU tier big enough for every test. */
+  char device[160];
+  if (extra_json != NULL && strstr(extra_json, "\"device\"") != NULL)
+    device[0] = '\0';
+  else if (strncmp(td_device(), "cuda:", 5) == 0)
+    snprintf(device, sizeof device,
+             " \"device\": \"%s\", \"gpu_strategy\": \"limit_gpu\", "
+             "\"max_gpu_mem_mb\": 8192, \"gpu_reserve_mb\": 1024,\n",
+             td_device());
+  else
+    snprintf(device, sizeof device, " \"device\": \"%s\",\n", td_device());
   char *text = NULL;
   int n = asprintf(&text,
                    "{\"socket\": \"%s\",\n"
+                   "%s"
                    " \"log\": {\"file\": \"%s\", \"level\": \"debug\", "
-                   "\"console\": false},\n"
-                   " \"device\": \"cpu\"%s%s}\n",
-                   d->sock, d->log, extra_json ? ",\n " : "",
+                   "\"console\": false}%s%s}\n",
+                   d->sock, device, d->log, extra_json ? ",\n " : "",
                    extra_json ? extra_json : "");
   cr_assert(n > 0, "out of memory");
   td_write_config_text(d, text);
@@ -436,6 +453,36 @@ bool td_maps_contains(const td *d, const char *needle) {
     found = strstr(line, needle) != NULL;
   fclose(f);
   return found;
+}
+
+int td_maps_files(pid_t pid, const char *needle, unsigned long *inodes,
+                  int max) {
+  char path[64];
+  if (pid > 0)
+    snprintf(path, sizeof path, "/proc/%ld/maps", (long)pid);
+  else
+    snprintf(path, sizeof path, "/proc/self/maps");
+  FILE *f = fopen(path, "r");
+  cr_assert(f, "%s: %s", path, strerror(errno));
+  char line[4096];
+  int n = 0;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long ino = 0;
+    /* address perms offset dev inode path */
+    if (!strstr(line, needle) ||
+        sscanf(line, "%*s %*s %*s %*s %lu", &ino) != 1)
+      continue;
+    bool seen = false;
+    for (int i = 0; i < n && i < max && !seen; i++)
+      seen = inodes[i] == ino;
+    if (seen)
+      continue;
+    if (n < max)
+      inodes[n] = ino;
+    n++;
+  }
+  fclose(f);
+  return n;
 }
 
 /* Appends what `fd` has to *buf; returns false at end of file. */

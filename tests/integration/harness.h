@@ -24,6 +24,9 @@
 /* The slyced to start: $SLY_TEST_SLYCED when set (the ThreadSanitizer run
  * drives an instrumented daemon from uninstrumented tests), else TD_SLYCED. */
 const char *td_slyced_path(void);
+/* The device tests run on: $SLY_TEST_DEVICE (tests/gpu/run.sh sets cuda:0),
+ * else "cpu". */
+const char *td_device(void);
 #define TD_SLYCTL SLY_TEST_BUILD_DIR "/slyctl"
 
 /* Long enough for a daemon started under ASan on a busy machine. */
@@ -104,6 +107,12 @@ int td_fd_count(const td *d);
 bool td_fd_count_wait(const td *d, int want, int timeout_ms);
 /* Whether /proc/PID/maps mentions `needle`. */
 bool td_maps_contains(const td *d, const char *needle);
+
+/* Distinct files (by inode) mapped in /proc/PID/maps on lines mentioning
+ * `needle` ("slyced-out"); pid 0 means this process. The first `max` inodes
+ * go into `inodes` (may be NULL when max is 0). */
+int td_maps_files(pid_t pid, const char *needle, unsigned long *inodes,
+                  int max);
 
 /* A finished slyctl run. */
 typedef struct {

@@ -309,6 +309,33 @@ uint64_t rc_u64(const cJSON *obj, const char *key) {
   return (uint64_t)v->valuedouble;
 }
 
+uint64_t rc_map_region(int fd, int memfd, uint64_t id) {
+  char req[96];
+  snprintf(req, sizeof req, "{\"id\": %llu, \"op\": \"map_region\"}",
+           (unsigned long long)id);
+  int r = rc_send_body(fd, req, strlen(req), &memfd, 1);
+  cr_assert(r == 0, "send map_region: %s", strerror(-r));
+  cJSON *reply = rc_read_reply(fd);
+  rc_assert_ok(reply, id);
+  uint64_t region = rc_u64(reply, "region");
+  cJSON_Delete(reply);
+  return region;
+}
+
+uint64_t rc_map_data(int fd, const void *data, size_t len, uint64_t id) {
+  size_t bytes = (len + 4095) / 4096 * 4096;
+  int m = rc_memfd("rc-data", bytes > 0 ? bytes : 4096, F_SEAL_SHRINK);
+  if (len > 0) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
+    cr_assert(p != MAP_FAILED, "mmap: %s", strerror(errno));
+    memcpy(p, data, len);
+    munmap(p, bytes);
+  }
+  uint64_t region = rc_map_region(fd, m, id);
+  close(m);
+  return region;
+}
+
 int rc_memfd(const char *name, size_t size, unsigned seals) {
   int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   cr_assert(fd >= 0, "memfd_create: %s", strerror(errno));

@@ -85,6 +85,14 @@ uint64_t rc_u64(const cJSON *obj, const char *key);
 /* A memfd of `size` bytes with `seals` (F_SEAL_*) added; aborts on failure. */
 int rc_memfd(const char *name, size_t size, unsigned seals);
 
+/* Sends map_region (request id `id`) with `memfd` attached; asserts the
+ * reply is ok and returns the new region's id. */
+uint64_t rc_map_region(int fd, int memfd, uint64_t id);
+
+/* A sealed memfd holding `len` bytes of `data` (size rounded up to whole
+ * pages), mapped with rc_map_region(); returns the region id. */
+uint64_t rc_map_data(int fd, const void *data, size_t len, uint64_t id);
+
 /* A pipe with close-on-exec ends: p[0] read, p[1] write. */
 void rc_pipe(int p[2]);
 /* Whether reading `fd` reaches end of file within the timeout: every write

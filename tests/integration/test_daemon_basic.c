@@ -45,7 +45,7 @@ Test(daemon_basic, hello_reports_the_configured_limits_device_and_protocol) {
   sly_hello_info h;
   td_hello(d, &h);
   cr_assert_eq(h.protocol, 1);
-  cr_assert_str_eq(h.device, "cpu");
+  cr_assert_str_eq(h.device, td_device());
   cr_assert_str_eq(h.server, "slyced " SLY_VERSION);
 #define BASIC_CHECK(key, v)                                                    \
   cr_assert_eq(h.key, (uint64_t)v, #key ": hello says %llu, config %llu",     \

@@ -329,9 +329,10 @@ Test(shim_io, the_forward_reads_the_blob) {
 }
 
 Test(shim_io, an_output_aliasing_a_weight_outlives_the_module) {
-  /* ts_weight returns its parameter itself: the output is a view of the
-   * blob, and keeps it alive after the module is freed (AddressSanitizer
-   * would see a use after free otherwise). */
+  /* ts_weight returns its parameter itself: the output is copied out of the
+   * blob (a bound blob is the tiers' memory, and the parameter would follow
+   * the next bind), so it outlives the module (AddressSanitizer would see a
+   * use after free otherwise). */
   shim_module *m = ts("weight");
   tensor x = TENSOR(PROTO_DTYPE_FLOAT32, 1);
   shim_values *out = NULL;

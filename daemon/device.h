@@ -1,0 +1,71 @@
+/* device.h — the GPU tier: a CUDA device or the `sim` stand-in (daemon/).
+ *
+ * Owns: device memory for weight blobs under max_gpu_mem_mb and copies into
+ * it. `sim` is a stand-in GPU in host memory of the same budget: it really
+ * allocates and copies the bytes, poisons blobs it frees (0xDB), waits out
+ * the time `sim_copy_gbps` implies for each copy, and records its
+ * high-water mark, so every tier path runs without a GPU. `cuda:N` uses the
+ * CUDA runtime: cudaMalloc, a dedicated non-blocking copy stream, events.
+ * Used from the executor thread only (stats read the atomics).
+ */
+#ifndef DAEMON_DEVICE_H
+#define DAEMON_DEVICE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DEVICE_ERROR_MAX 256
+
+typedef struct device device;
+
+/* `name` is "sim" or "cuda:N"; budget in bytes; sim_gbps 0 = no wait.
+ * Returns 0, SLY_E_UNAVAILABLE (no CUDA in this build, no such device), or
+ * SLY_E_NO_MEMORY. */
+int device_open(const char *name, uint64_t budget, double sim_gbps,
+                device **out, char err[DEVICE_ERROR_MAX]);
+void device_close(device *d);
+
+/* The name to bind modules with: "cpu" for sim (its memory is host memory),
+ * "cuda:N" for CUDA. */
+const char *device_bind_name(const device *d);
+bool device_is_sim(const device *d);
+
+/* Allocates `bytes` of device memory. SLY_E_NO_MEMORY when the budget or the
+ * device is out of room (the tiers then evict and retry). For cuda:N, here
+ * and in device_copy_in: SLY_E_UNAVAILABLE when the device is lost (a sticky
+ * CUDA error: every later call fails the same way, the daemon should exit),
+ * SLY_E_INTERNAL for any other CUDA failure. */
+int device_alloc(device *d, uint64_t bytes, void **out,
+                 char err[DEVICE_ERROR_MAX]);
+/* Frees (sim: poisons first). Accepts NULL. `bytes` must be what was asked
+ * for: the sim checks it and aborts on a mismatch or a double free, since
+ * either would make its accounting wrong. */
+void device_free(device *d, void *p, uint64_t bytes);
+
+/* Copies host -> device and waits for it (sim: memcpy plus the wait the
+ * configured bandwidth implies). `src` should be pinned for full speed. */
+int device_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
+                   char err[DEVICE_ERROR_MAX]);
+
+typedef struct {
+  uint64_t budget, used, high_water;
+  uint64_t free_bytes, total_bytes; /* the device's own figures (cudaMemGetInfo) */
+} device_stats;
+void device_get_stats(device *d, device_stats *out);
+
+/* Whether this build has CUDA and can pin host memory. */
+bool device_cuda_built(void);
+
+/* Fault-injection hooks for tests. */
+/* The next `n` device_alloc calls fail with SLY_E_NO_MEMORY as if the device
+ * were full, leaving the budget untouched (n <= 0 clears). Works on any
+ * device; the tests use it on sim to drive evict-and-retry. Thread-safe. */
+void device_sim_fail_next_allocs(device *d, int n);
+/* While on, blobs the sim frees are poisoned and then kept mapped (not
+ * counted as used) until device_close, so a test can read the poison. No
+ * effect on cuda. */
+void device_sim_keep_freed(device *d, bool on);
+
+#endif

@@ -1,0 +1,63 @@
+/* device_internal.h — what device.c shares with its two backends (daemon/).
+ *
+ * Owns: struct device and the backend entry points. device.c parses the
+ * name, keeps the budget accounting and the fault-injection hook, and calls
+ * device_sim.c or device_cuda.c for the memory itself. Nothing outside
+ * device*.c includes this.
+ */
+#ifndef DAEMON_DEVICE_INTERNAL_H
+#define DAEMON_DEVICE_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "device.h"
+
+struct device {
+  bool sim;
+  int index;          /* cuda:N */
+  char bind_name[16]; /* "cpu" or "cuda:N" */
+  uint64_t budget;
+  /* Atomics so that stats can be read from any thread. */
+  _Atomic uint64_t used;
+  _Atomic uint64_t high_water;
+  atomic_int fail_next; /* device_sim_fail_next_allocs */
+
+  /* sim */
+  double sim_gbps;      /* <= 0: no wait */
+  bool keep_freed;      /* device_sim_keep_freed */
+  void *graveyard;      /* freed blocks kept mapped, see device_sim.c */
+
+  /* cuda */
+  void *stream;         /* cudaStream_t: a pointer, kept opaque here */
+  atomic_int lost;      /* the sticky cudaError_t that killed the device; 0 = fine */
+};
+
+/* Fills err (may be NULL) and returns code. */
+int device__fail(char err[DEVICE_ERROR_MAX], int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Backends. Accounting is done by the caller in device.c; these only get and
+ * release the memory. `bytes` is never 0 here. */
+int device__sim_open(device *d, char err[DEVICE_ERROR_MAX]);
+void device__sim_close(device *d);
+int device__sim_alloc(device *d, uint64_t bytes, void **out,
+                      char err[DEVICE_ERROR_MAX]);
+void device__sim_free(device *d, void *p, uint64_t bytes);
+int device__sim_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
+                        char err[DEVICE_ERROR_MAX]);
+
+int device__cuda_open(device *d, char err[DEVICE_ERROR_MAX]);
+void device__cuda_close(device *d);
+int device__cuda_alloc(device *d, uint64_t bytes, void **out,
+                       char err[DEVICE_ERROR_MAX]);
+void device__cuda_free(device *d, void *p);
+int device__cuda_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
+                         char err[DEVICE_ERROR_MAX]);
+/* The device's own free and total bytes; both 0 when they cannot be read. */
+void device__cuda_mem_info(device *d, uint64_t *free_bytes,
+                           uint64_t *total_bytes);
+
+#endif
