@@ -229,6 +229,8 @@ fi
 # --- integration tests --------------------------------------------------------
 if [ ${#integ_bins[@]} -eq 0 ]; then
   record integration SKIP 0 "no tests/integration/test_*.c"
+elif [ "${SKIP_CPU_INTEGRATION:-0}" = 1 ]; then
+  record integration SKIP 0 "SKIP_CPU_INTEGRATION=1 (CI runs them on the CPU)"
 elif run_step integration integration.log "${with_sysroot[@]}" make "${make_args[@]}" check-integration; then
   record integration PASS "$step_s" "$(criterion_totals "$results/integration.log")"
 else

@@ -130,6 +130,15 @@ const char *td_device(void) {
   return p != NULL && p[0] != '\0' ? p : "cpu";
 }
 
+const char *td_compute_tier(void) {
+  return strncmp(td_device(), "cuda:", 5) == 0 ? "gpu" : "cpu";
+}
+
+void td_skip_on_gpu(const char *why) {
+  if (strncmp(td_device(), "cuda:", 5) == 0)
+    cr_skip_test("on %s: %s", td_device(), why);
+}
+
 void td_write_config(td *d, const char *extra_json) {
   /* A test that names its own device keeps it; the others run on
    * td_device(), and on a GPU with a GPU tier big enough for every test. */

@@ -27,6 +27,11 @@ const char *td_slyced_path(void);
 /* The device tests run on: $SLY_TEST_DEVICE (tests/gpu/run.sh sets cuda:0),
  * else "cpu". */
 const char *td_device(void);
+/* The tier a resident slice is computed from on td_device(): "gpu" on
+ * cuda:N, "cpu" otherwise. */
+const char *td_compute_tier(void);
+/* Skips a test whose timing assumes a slow CPU forward, on a GPU. */
+void td_skip_on_gpu(const char *why);
 #define TD_SLYCTL SLY_TEST_BUILD_DIR "/slyctl"
 
 /* Long enough for a daemon started under ASan on a busy machine. */

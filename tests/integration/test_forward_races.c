@@ -54,6 +54,10 @@ static void *scribble(void *arg) {
 }
 
 Test(forward_races, rewriting_int64_input_during_forward_never_hurts_daemon) {
+  /* On a GPU an out-of-range index is a device-side assert: a sticky CUDA
+   * error that poisons the context. DESIGN.md's answer (fail in-flight
+   * requests UNAVAILABLE, exit so systemd restarts) is the faults issue. */
+  td_skip_on_gpu("out-of-range indices are a sticky CUDA error (faults issue)");
   td *d = start_fixtures();
   fx_array x, ref;
   fx_read("ts_embed.in0.npy", &x);
