@@ -292,11 +292,17 @@ static void fwd_done(job *base) {
   job_free(j);
 }
 
-static fwd_job *job_new(conn *c, slice *const *slices, size_t n,
+/* A job for request `req_id` (`op`) on `c`, holding references to the
+ * slices, the connection and its output pool. */
+static fwd_job *job_new(conn *c, int op, uint64_t req_id, uint64_t start_us,
+                        slice *const *slices, size_t n,
                         const uint64_t *retired, size_t n_retired) {
   fwd_job *j = calloc(1, sizeof(*j));
   if (j == NULL)
     return NULL;
+  j->op = op;
+  j->req_id = req_id;
+  j->start_us = start_us;
   memcpy(j->retired, retired, n_retired * sizeof(*retired));
   j->n_retired = n_retired;
   j->slices = calloc(n > 0 ? n : 1, sizeof(*j->slices));
@@ -356,12 +362,10 @@ static int submit(conn *c, fwd_job *j, bool want_reply, proto_error *err) {
 int forward_submit(conn *c, const proto_request *req, slice *const *slices,
                    size_t n, const uint64_t *retired, size_t n_retired,
                    uint64_t start_us, proto_error *err) {
-  fwd_job *j = job_new(c, slices, n, retired, n_retired);
+  fwd_job *j = job_new(c, PROTO_OP_FORWARD, req->id, start_us, slices, n,
+                       retired, n_retired);
   if (j == NULL)
     return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
-  j->req_id = req->id;
-  j->start_us = start_us;
-  j->op = PROTO_OP_FORWARD;
   for (uint32_t i = 0; i < req->n_inputs; i++) {
     const proto_tensor *t = &req->inputs[i];
     region *r = conn_region_find(c, t->region);
@@ -411,12 +415,9 @@ int forward_submit_load(conn *c, slice *s, bool want_reply, int op,
                         uint64_t req_id, bool remove_on_failure,
                         const uint64_t *retired, size_t n_retired,
                         uint64_t start_us, proto_error *err) {
-  fwd_job *j = job_new(c, &s, 1, retired, n_retired);
+  fwd_job *j = job_new(c, op, req_id, start_us, &s, 1, retired, n_retired);
   if (j == NULL)
     return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
-  j->req_id = req_id;
-  j->start_us = start_us;
-  j->op = op;
   j->load_only = true;
   j->remove_on_failure = remove_on_failure;
   return submit(c, j, want_reply, err);
@@ -426,12 +427,9 @@ int forward_submit_tier_op(conn *c, slice *s, int op, int tier,
                            uint64_t req_id, const uint64_t *retired,
                            size_t n_retired, uint64_t start_us,
                            proto_error *err) {
-  fwd_job *j = job_new(c, &s, 1, retired, n_retired);
+  fwd_job *j = job_new(c, op, req_id, start_us, &s, 1, retired, n_retired);
   if (j == NULL)
     return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
-  j->req_id = req_id;
-  j->start_us = start_us;
-  j->op = op;
   j->tier_op = true;
   j->tier = tier;
   return submit(c, j, true, err);
