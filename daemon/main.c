@@ -1,5 +1,6 @@
 /* main.c — slyced's entry point: arguments, config, log, loop. */
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,10 @@ int main(int argc, char **argv) {
   }
   /* A client that vanishes must cost a send() error, not the process. */
   signal(SIGPIPE, SIG_IGN);
+  /* Weight blobs of a few MiB come and go; glibc's dynamic mmap threshold
+   * would keep freed ones in per-thread heaps that never shrink, and RSS
+   * would drift past the budgets. */
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   /* A file-size limit must fail a cache write (EFBIG), not kill us. */
   signal(SIGXFSZ, SIG_IGN);
 

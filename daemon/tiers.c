@@ -227,19 +227,35 @@ static int make_room(tiers *t, int tier, uint64_t need, slice *keep,
     c[n].needed_next = p->needed_next;
     idx[n++] = i;
   }
-  /* active_only keeps nothing on the GPU but the running slice and what is
-   * being brought in for it. */
-  uint64_t want = active_only ? used + need : used + need - budget;
-  if (!active_only && used + need <= budget)
-    want = 0;
+  uint64_t want = used + need > budget ? used + need - budget : 0;
+  if (active_only) {
+    /* active_only keeps nothing on the GPU but the running slice and what
+     * is being brought in for it: every other copy that may go, goes. */
+    uint64_t eligible = 0;
+    for (size_t i = 0; i < n; i++)
+      if (!c[i].pinned && !c[i].in_use && !c[i].needed_next)
+        eligible += c[i].bytes;
+    if (eligible > want)
+      want = eligible;
+  }
   int k = evict_choose(c, n, want, t->tick, TIERS_HALF_LIFE, order, why);
-  if (k < 0 && active_only) {
-    /* Free what can be freed; the budget decides below. */
+  if (k < 0 && active_only && used + need <= budget) {
+    k = 0; /* nothing else may go, and it fits anyway */
+  } else if (k < 0) {
+    /* Only the slice a pipeline needs next could make room: better to
+     * reload it later than to refuse a request that fits. */
     want = used + need > budget ? used + need - budget : 0;
+    for (size_t i = 0; i < n; i++)
+      c[i].needed_next = false;
     k = evict_choose(c, n, want, t->tick, TIERS_HALF_LIFE, order, why);
   }
   int rc = 0;
   if (k < 0) {
+    uint64_t stuck = 0;
+    for (size_t i = 0; i < n; i++)
+      if (c[i].pinned || c[i].in_use)
+        stuck += c[i].bytes;
+    used = stuck;
     rc = proto_fail(err, SLY_E_NO_MEMORY,
                     "no room for slice '%s' (%llu bytes) in the %s tier: "
                     "%llu of %llu bytes used by pinned or busy slices",
@@ -439,45 +455,60 @@ static int ensure_host(tiers *t, slice *s, proto_error *err) {
     if (rc < 0)
       return rc;
   }
+  const void *fresh = shim_module_blob_data(s->module);
   int rc = make_room(t, TIER_CPU, p->bytes, s, err);
-  if (rc < 0)
-    return rc;
-  bool pinned;
-  void *h = hostmem_alloc(p->bytes, &pinned);
-  if (h == NULL) {
+  bool pinned = false;
+  void *h = rc < 0 ? NULL : hostmem_alloc(p->bytes, &pinned);
+  if (rc == 0 && h == NULL) {
     proto_fail(err, SLY_E_NO_MEMORY, "slice '%s': no host memory for %llu "
                "bytes", s->name, (unsigned long long)p->bytes);
     err->has_needed = true;
     err->needed = p->bytes;
-    return SLY_E_NO_MEMORY;
+    rc = SLY_E_NO_MEMORY;
   }
-  const void *fresh = shim_module_blob_data(s->module);
+  if (rc < 0) {
+    /* A module just built must not stay outside every budget. */
+    if (fresh != NULL) {
+      discard_module(s);
+      atomic_store(&s->state, SLICE_UNLOADED);
+    }
+    return rc;
+  }
   uint64_t t0 = now_ns();
-  if (fresh != NULL) {
-    memcpy(h, fresh, p->bytes);
-  } else {
+  bool have = false;
+  if (p->on_disk) {
+    /* A valid cache file is what the slice is served from, also right after
+     * a restart; a bad one is dropped (and the fresh build used). */
     char msg[DISKCACHE_ERROR_MAX];
     diskcache_layout l = {.entries = p->entries,
                           .n_entries = p->n_entries,
                           .blob_bytes = p->bytes};
     memcpy(l.key, p->key, sizeof(l.key));
     rc = diskcache_read(t->conf.disk_cache_path, &l, h, 0, msg);
-    if (rc < 0) {
-      hostmem_free(h, p->bytes, pinned);
+    if (rc == 0) {
+      uint64_t ns = now_ns() - t0;
+      path_add(&t->disk_to_cpu, p->bytes, ns);
+      log_move(s, "disk", "cpu", p->bytes, ns);
+      have = true;
+    } else {
       log_warn("slice %s: cache file %s: %s; building it again", s->name,
                p->key, msg);
-      if (rc == -EBADMSG || rc == -ENOENT) {
-        p->on_disk = false;
+      if (rc != -EBADMSG && rc != -ENOENT) {
+        hostmem_free(h, p->bytes, pinned);
+        return proto_fail(err, SLY_E_UNAVAILABLE,
+                          "slice '%s': reading its cache file: %s", s->name,
+                          msg);
+      }
+      p->on_disk = false;
+      if (fresh == NULL) {
+        hostmem_free(h, p->bytes, pinned);
         discard_module(s);
         return ensure_host(t, s, err);
       }
-      return proto_fail(err, SLY_E_UNAVAILABLE,
-                        "slice '%s': reading its cache file: %s", s->name, msg);
     }
-    uint64_t ns = now_ns() - t0;
-    path_add(&t->disk_to_cpu, p->bytes, ns);
-    log_move(s, "disk", "cpu", p->bytes, ns);
   }
+  if (!have)
+    memcpy(h, fresh, p->bytes);
   p->host = h;
   p->host_pinned = pinned;
   atomic_fetch_add(&t->cpu_used, p->bytes);

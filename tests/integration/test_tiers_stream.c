@@ -1,0 +1,231 @@
+/* test_tiers_stream.c — a model several times larger than both the GPU and
+ * the host budget runs through slyced: on the sim device (or CUDA under
+ * tests/gpu/run.sh) with limit_gpu and active_only, with and without a disk
+ * cache, and on the CPU with a disk cache. Its outputs equal those of a
+ * daemon with unlimited memory, every budget holds after every request, and
+ * stats and the log account for every move and every eviction. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "harness.h"
+#include "tierkit.h"
+
+TestSuite(tiers_stream, .timeout = 60, .fini = tk_cleanup);
+
+/* The budgets: each holds two of the 16 MiB slices, not three. */
+#define GPU_MB 48
+#define RESERVE_MB 8
+#define CPU_MB 48
+#define N_SLICES 10
+
+/* Ten 16 MiB slices in one pipeline: 160 MiB of weights, more than three
+ * times the GPU's and the host's budget. */
+static void big_model(tk_model *m) {
+  memset(m, 0, sizeof *m);
+  for (int i = 0; i < N_SLICES; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "s%d", i);
+    tk_model_add(m, name, 2048, i + 1);
+  }
+  m->n_cfg = m->n_pipe = N_SLICES;
+  uint64_t total = tk_model_bytes(m, m->n);
+  cr_assert_geq(total, 3ull * GPU_MB * TK_MIB, "model smaller than 3x GPU");
+  cr_assert_geq(total, 3ull * CPU_MB * TK_MIB, "model smaller than 3x CPU");
+}
+
+/* How a run is set up and what it must show beyond equal outputs. */
+typedef struct {
+  const char *device;
+  const char *strategy; /* NULL: none */
+  bool disk;
+  bool one_on_gpu; /* active_only: only the running slice stays */
+} stream_case;
+
+static char *keys_of(const stream_case *sc, const char *dir) {
+  char *keys = NULL;
+  int n;
+  if (sc->strategy)
+    n = asprintf(&keys,
+                 "\"gpu_strategy\": \"%s\", \"max_gpu_mem_mb\": %d, "
+                 "\"gpu_reserve_mb\": %d, \"max_cpu_mem_mb\": %d, "
+                 "\"prefetch_depth\": 0%s%s%s",
+                 sc->strategy, GPU_MB, RESERVE_MB, CPU_MB,
+                 sc->disk ? ", \"disk_cache_path\": \"" : "",
+                 sc->disk ? dir : "", sc->disk ? "\"" : "");
+  else
+    n = asprintf(&keys, "\"max_cpu_mem_mb\": %d%s%s%s", CPU_MB,
+                 sc->disk ? ", \"disk_cache_path\": \"" : "",
+                 sc->disk ? dir : "", sc->disk ? "\"" : "");
+  cr_assert(n > 0, "out of memory");
+  return keys;
+}
+
+/* After a request: budgets hold, and under active_only the GPU holds no
+ * slice but the one that ran last. */
+static void check_step(tk_client *k, const stream_case *sc, const char *when) {
+  tk_stats st;
+  tk_stats_get(k->c, &st);
+  tk_assert_budgets(&st, when);
+  if (!sc->one_on_gpu)
+    return;
+  tk_entry all[TK_MAX_SLICES];
+  size_t n = tk_list(k->c, all, TK_MAX_SLICES), on_gpu = 0;
+  for (size_t i = 0; i < n; i++)
+    on_gpu += strcmp(all[i].tier, "gpu") == 0;
+  cr_assert_leq(on_gpu, 1, "%s: %zu slices on the GPU under active_only "
+                "(prefetch_depth 0), want at most the one that ran; gpu.used "
+                "%llu of %llu", when, on_gpu, (unsigned long long)st.gpu_used,
+                (unsigned long long)st.gpu_budget);
+}
+
+/* Two passes of the pipeline, then every slice alone from last to first:
+ * each output equals the reference, each step within budgets. */
+static void stream(const stream_case *sc) {
+  tk_model m;
+  big_model(&m);
+  tk_ref *ref = tk_reference(&m);
+  char dir[TD_PATH_MAX] = "";
+  if (sc->disk)
+    tk_cache_new(dir);
+  char *keys = keys_of(sc, dir);
+  td *d = tk_start(&m, sc->device, keys);
+  free(keys);
+  tk_client k;
+  tk_open(&k, d);
+  char when[64];
+  for (int pass = 0; pass < 2; pass++) {
+    snprintf(when, sizeof when, "pipeline pass %d", pass);
+    tk_forward_check(&k, NULL, "p", ref->pipe, when);
+    check_step(&k, sc, when);
+  }
+  for (int i = N_SLICES - 1; i >= 0; i--) {
+    snprintf(when, sizeof when, "slice %s alone", m.s[i].name);
+    tk_forward_check(&k, m.s[i].name, NULL, ref->slice[i], when);
+    check_step(&k, sc, when);
+  }
+  tk_stats st;
+  tk_stats_get(k.c, &st);
+  cr_assert_gt(tk_evictions(&st), 0, "a model 3x the budgets ran without "
+               "evictions");
+  if (sc->disk) {
+    /* Every slice was written once and came back from its file. */
+    cr_assert_eq(tk_cache_files(dir), N_SLICES, "%d cache files, want %d",
+                 tk_cache_files(dir), N_SLICES);
+    cr_assert_gt(st.d2c_bytes, 0, "nothing was read back from the disk");
+  }
+  tk_close(&k);
+  td_stop(d);
+  if (sc->disk)
+    tk_cache_remove(dir);
+  free(ref);
+}
+
+Test(tiers_stream, sim_limit_gpu_with_disk_cache_equals_unlimited) {
+  stream_case sc = {tk_gpu_device(), "limit_gpu", true, false};
+  stream(&sc);
+}
+
+Test(tiers_stream, sim_active_only_keeps_one_slice_and_equals_unlimited) {
+  stream_case sc = {tk_gpu_device(), "active_only", true, true};
+  stream(&sc);
+}
+
+Test(tiers_stream, sim_limit_gpu_without_disk_cache_rebuilds_and_equals) {
+  stream_case sc = {tk_gpu_device(), "limit_gpu", false, false};
+  stream(&sc);
+}
+
+Test(tiers_stream, cpu_with_disk_cache_equals_unlimited) {
+  stream_case sc = {"cpu", NULL, true, false};
+  stream(&sc);
+}
+
+/* Rereads the log until its evict lines number `want`: a line is written
+ * before the reply that follows it, but give the file a moment. */
+static char *log_with_evictions(const td *d, uint64_t want) {
+  long long end = td_now_ms() + 2000;
+  for (;;) {
+    char *log = tk_log(d);
+    if (tk_count_lines(log, "evict slice=", NULL) >= want ||
+        td_now_ms() >= end)
+      return log;
+    free(log);
+    td_sleep_ms(20);
+  }
+}
+
+Test(tiers_stream, stats_and_log_show_every_move_and_eviction) {
+  tk_model m;
+  big_model(&m);
+  char dir[TD_PATH_MAX];
+  tk_cache_new(dir);
+  stream_case sc = {tk_gpu_device(), "limit_gpu", true, false};
+  char *keys = keys_of(&sc, dir);
+  td *d = tk_start(&m, sc.device, keys);
+  free(keys);
+  tk_client k;
+  tk_open(&k, d);
+  float out[TK_OUT_FLOATS];
+  sly_error err;
+  for (int pass = 0; pass < 2; pass++)
+    cr_assert_eq(tk_try_forward(&k, NULL, "p", out, &err), 0, "pass %d: %s",
+                 pass, err.message);
+  tk_stats st;
+  tk_stats_get(k.c, &st);
+  tk_close(&k);
+
+  /* Streaming used every path, at a measured speed. */
+  cr_assert_gt(st.d2c_bytes, 0, "transfers.disk_to_cpu.bytes is 0");
+  cr_assert_gt(st.d2c_gbps, 0, "transfers.disk_to_cpu.gbps is 0");
+  cr_assert_gt(st.c2g_bytes, 0, "transfers.cpu_to_gpu.bytes is 0");
+  cr_assert_gt(st.c2g_gbps, 0, "transfers.cpu_to_gpu.gbps is 0");
+  cr_assert_gt(st.ev_policy, 0, "evictions.policy is 0");
+  cr_assert_eq(st.hits + st.misses, 2 * N_SLICES,
+               "hits %llu + misses %llu, want one per slice run (%d)",
+               (unsigned long long)st.hits, (unsigned long long)st.misses,
+               2 * N_SLICES);
+  cr_assert_geq(st.misses, N_SLICES, "misses %llu: the first pass alone "
+                "misses every slice", (unsigned long long)st.misses);
+
+  /* One evict line per eviction, one move line per move, same bytes. */
+  char *log = log_with_evictions(d, tk_evictions(&st));
+  size_t evicts = tk_count_lines(log, "evict slice=", NULL);
+  cr_assert_eq(evicts, tk_evictions(&st), "%zu evict lines, stats counts %llu "
+               "evictions", evicts, (unsigned long long)tk_evictions(&st));
+  size_t policy = tk_count_lines(log, "evict slice=", " why=policy");
+  cr_assert_eq(policy, st.ev_policy, "%zu why=policy lines, stats %llu",
+               policy, (unsigned long long)st.ev_policy);
+  size_t moves = tk_count_lines(log, "move slice=", NULL);
+  size_t timed = tk_count_lines(log, "move slice=", " gbps=");
+  cr_assert(moves > 0 && moves == timed, "%zu move lines, %zu with gbps",
+            moves, timed);
+  uint64_t b = tk_move_bytes(log, "disk", "cpu");
+  cr_assert_eq(b, st.d2c_bytes, "disk->cpu move lines sum to %llu bytes, "
+               "stats %llu", (unsigned long long)b,
+               (unsigned long long)st.d2c_bytes);
+  b = tk_move_bytes(log, "cpu", "gpu");
+  cr_assert_eq(b, st.c2g_bytes, "cpu->gpu move lines sum to %llu bytes, "
+               "stats %llu", (unsigned long long)b,
+               (unsigned long long)st.c2g_bytes);
+  b = tk_move_bytes(log, "cpu", "disk");
+  cr_assert_eq(b, st.disk_written, "cpu->disk move lines sum to %llu bytes, "
+               "memory.disk.written %llu", (unsigned long long)b,
+               (unsigned long long)st.disk_written);
+  uint64_t one = tk_slice_bytes(&m.s[0]);
+  cr_assert_eq(b, N_SLICES * one, "each slice written once: %llu bytes, want "
+               "%llu", (unsigned long long)b,
+               (unsigned long long)(N_SLICES * one));
+  /* Every line names the slice and its whole size. */
+  char needle[64];
+  snprintf(needle, sizeof needle, " bytes=%llu ", (unsigned long long)one);
+  cr_assert_eq(tk_count_lines(log, "move slice=s", needle), moves,
+               "move lines without the slice's size (%s)", needle);
+  cr_assert_eq(tk_count_lines(log, "evict slice=s", needle), evicts,
+               "evict lines without the slice's size (%s)", needle);
+  free(log);
+  td_stop(d);
+  tk_cache_remove(dir);
+}
