@@ -590,18 +590,21 @@ static int ensure_dev(tiers *t, slice *s, proto_error *err) {
   return 0;
 }
 
+/* Frees every copy of a slice that is going away and stops tracking it. */
+static void forget(tiers *t, slice *s) {
+  drop_copy(t, s, TIER_GPU, WHY_REPLACED);
+  drop_copy(t, s, TIER_CPU, WHY_REPLACED);
+  untrack(t, s);
+}
+
 /* Slices taken out of the registry give their memory back here, on the
  * executor thread, the next time the tiers are asked for anything. */
 static void reap(tiers *t) {
   for (size_t i = 0; i < t->n_all;) {
-    slice *s = t->all[i];
-    if (!atomic_load(&s->removed)) {
+    if (atomic_load(&t->all[i]->removed))
+      forget(t, t->all[i]); /* untrack swaps the last one into i */
+    else
       i++;
-      continue;
-    }
-    drop_copy(t, s, TIER_GPU, WHY_REPLACED);
-    drop_copy(t, s, TIER_CPU, WHY_REPLACED);
-    untrack(t, s); /* swaps the last one into i */
   }
 }
 
@@ -697,12 +700,6 @@ void tiers_unpin(tiers *t, slice *s) {
   (void)t;
   atomic_store(&s->place.pinned_tier, -1);
   log_info("slice %s: unpinned", s->name);
-}
-
-void tiers_forget(tiers *t, slice *s) {
-  drop_copy(t, s, TIER_GPU, WHY_REPLACED);
-  drop_copy(t, s, TIER_CPU, WHY_REPLACED);
-  untrack(t, s);
 }
 
 void tiers_close(tiers *t) {

@@ -99,9 +99,6 @@ int tiers_evict(tiers *t, struct slice *s, int tier, proto_error *err);
 int tiers_pin(tiers *t, struct slice *s, int tier, proto_error *err);
 void tiers_unpin(tiers *t, struct slice *s);
 
-/* Frees every copy of a slice that is going away (remove_slice). */
-void tiers_forget(tiers *t, struct slice *s);
-
 /* Adds "memory", "transfers", "evictions", "hits", "misses" to a stats
  * reply. Loop thread; reads atomics only. */
 void tiers_stats_json(tiers *t, cJSON *reply);
