@@ -49,23 +49,24 @@ static uint64_t wall_ms(void) {
 
 static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
-/* Brings slice i of the job to its compute tier. A slice that cannot be
- * built is unavailable to forwards; memory stays NO_MEMORY so that a client
- * can tell "retry later" from "broken". */
-static int make_resident(fwd_job *j, size_t i) {
+/* Brings slice i of the job to its compute tier and holds it there until
+ * tiers_release; what comes next is prefetched meanwhile. A slice that
+ * cannot be built is unavailable to forwards; memory stays NO_MEMORY so that
+ * a client can tell "retry later" from "broken". */
+static int acquire(fwd_job *j, size_t i) {
   tiers *t = &j->c->sd->tiers;
   slice *s = j->slices[i];
-  bool next = i + 1 < j->n_slices && j->slices[i + 1] != s;
-  if (next)
-    tiers_set_needed_next(j->slices[i + 1], true);
   uint64_t t0 = conn_now_us();
   proto_error e;
-  int rc = tiers_make_resident(t, s, &e);
+  int rc = tiers_acquire(t, s, &e);
   j->load_us += conn_now_us() - t0;
-  if (next)
-    tiers_set_needed_next(j->slices[i + 1], false);
-  if (rc == 0)
+  if (rc == 0) {
+    if (j->n_slices > 1)
+      tiers_pipeline_step(t, j->slices, j->n_slices, i);
+    else if (!j->load_only)
+      tiers_single_step(t, s);
     return 0;
+  }
   if (rc == SLY_E_NO_MEMORY || rc == SLY_E_BUSY || j->remove_on_failure) {
     j->err = e;
     return rc;
@@ -152,8 +153,11 @@ static void fwd_run(job *base) {
     tier_run(j);
     return;
   }
+  tiers *t = &j->c->sd->tiers;
   if (j->load_only) {
-    j->code = make_resident(j, 0);
+    j->code = acquire(j, 0);
+    if (j->code == 0)
+      tiers_release(t, j->slices[0]);
     return;
   }
   shim_values *cur;
@@ -166,13 +170,14 @@ static void fwd_run(job *base) {
   /* One slice at a time: a pipeline larger than memory streams through. */
   for (size_t i = 0; i < j->n_slices && j->code == 0; i++) {
     slice *s = j->slices[i];
-    j->code = make_resident(j, i);
+    j->code = acquire(j, i);
     if (j->code < 0)
       break;
     uint64_t t0 = conn_now_us();
     shim_values *next;
     j->code = shim_forward(s->module, cur, &next, msg);
     j->compute_us += conn_now_us() - t0;
+    tiers_release(t, s);
     shim_values_free(cur);
     cur = NULL;
     if (j->code < 0) {
@@ -183,6 +188,8 @@ static void fwd_run(job *base) {
     atomic_store(&s->last_used_ms, wall_ms());
     cur = next;
   }
+  if (j->n_slices > 1)
+    tiers_pipeline_end(t, j->slices, j->n_slices);
   if (j->code == 0) {
     /* With `out` the lease holds no server memory, but every forward reply
      * carries one. */

@@ -43,6 +43,7 @@ void slice_unref(slice *s) {
     return;
   shim_module_free(s->module);
   free(s->place.entries);
+  slice_unref(s->place.successor);
   free(s->name), free(s->constructor), free(s->config_dir), free(s->device);
   cJSON_Delete(s->config);
   free(s);

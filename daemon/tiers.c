@@ -11,6 +11,7 @@
 #include "hostmem.h"
 #include "log.h"
 #include "slices.h"
+#include "tiers_internal.h"
 #include "torch_shim.h"
 
 /* Logical clock for recency: one tick per residency request. Half-life in
@@ -23,18 +24,22 @@ enum { WHY_POLICY, WHY_EXPLICIT, WHY_REPLACED, WHY_FAILED };
 static const char *const why_names[] = {"policy", "explicit", "removed",
                                         "failed"};
 
+const char *tiers__why_name(int why) {
+  return why >= 0 && why < 4 ? why_names[why] : "unknown";
+}
+
 const char *tier_name(int t) {
   static const char *const names[] = {"gpu", "cpu", "disk", "none"};
   return t >= 0 && t <= TIER_NONE ? names[t] : "none";
 }
 
-static uint64_t now_ns(void) {
+uint64_t tiers__now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void path_add(tier_path_stats *p, uint64_t bytes, uint64_t ns) {
+void tiers__path_add(tier_path_stats *p, uint64_t bytes, uint64_t ns) {
   atomic_fetch_add(&p->bytes, bytes);
   atomic_fetch_add(&p->ns, ns);
 }
@@ -45,18 +50,20 @@ static double gbps(uint64_t bytes, uint64_t ns) {
 
 static uint64_t mib(uint64_t v) { return v * 1024 * 1024; }
 
-static uint64_t gpu_budget(const tiers *t) {
+uint64_t tiers__gpu_budget(const tiers *t) {
   const tiers_conf *c = &t->conf;
   if (c->strategy == GPU_STRATEGY_LIMIT_GPU)
     return mib(c->max_gpu_mem_mb - c->gpu_reserve_mb);
   return mib(c->max_gpu_mem_mb); /* active_only: also limited by count */
 }
 
-static uint64_t cpu_budget(const tiers *t) {
+uint64_t tiers__cpu_budget(const tiers *t) {
   return t->conf.max_cpu_mem_mb > 0 ? mib(t->conf.max_cpu_mem_mb) : UINT64_MAX;
 }
 
-static int compute_tier(const tiers *t) { return t->dev ? TIER_GPU : TIER_CPU; }
+int tiers__compute_tier(const tiers *t) {
+  return t->dev ? TIER_GPU : TIER_CPU;
+}
 
 static int highest_tier(const tier_place *p) {
   return p->dev ? TIER_GPU : p->host ? TIER_CPU : p->on_disk ? TIER_DISK
@@ -69,6 +76,9 @@ static void update_tier(slice *s) {
 
 int tiers_init(tiers *t, const config *cfg, char err[256]) {
   memset(t, 0, sizeof(*t));
+  pthread_mutex_init(&t->mu, NULL);
+  pthread_cond_init(&t->idle, NULL);
+  pthread_cond_init(&t->work, NULL);
   tiers_conf *c = &t->conf;
   c->strategy = cfg->gpu_strategy;
   c->max_gpu_mem_mb = cfg->max_gpu_mem_mb;
@@ -86,7 +96,7 @@ int tiers_init(tiers *t, const config *cfg, char err[256]) {
   bool gpu = c->strategy != GPU_STRATEGY_NONE && strcmp(c->device, "cpu") != 0;
   if (gpu) {
     char derr[DEVICE_ERROR_MAX];
-    if (device_open(c->device, gpu_budget(t), c->sim_copy_gbps, &t->dev,
+    if (device_open(c->device, tiers__gpu_budget(t), c->sim_copy_gbps, &t->dev,
                     derr) < 0) {
       snprintf(err, 256, "device %.32s: %.200s", c->device, derr);
       return -1;
@@ -107,10 +117,28 @@ int tiers_init(tiers *t, const config *cfg, char err[256]) {
       log_info("disk cache %s: removed %d temp files left by a crash",
                c->disk_cache_path, n);
   }
+  int r = tiers__mover_start(t);
+  if (r != 0) {
+    snprintf(err, 256, "mover thread: %s", strerror(r));
+    return -1;
+  }
   return 0;
 }
 
-static void track(tiers *t, slice *s) {
+void tiers__claim(tiers *t, slice *s) {
+  while (s->place.busy)
+    pthread_cond_wait(&t->idle, &t->mu);
+  s->place.busy = true;
+  t->n_busy++;
+}
+
+void tiers__unclaim(tiers *t, slice *s) {
+  s->place.busy = false;
+  t->n_busy--;
+  pthread_cond_broadcast(&t->idle);
+}
+
+void tiers__track(tiers *t, slice *s) {
   for (size_t i = 0; i < t->n_all; i++)
     if (t->all[i] == s)
       return;
@@ -131,10 +159,17 @@ static void untrack(tiers *t, slice *s) {
     }
 }
 
-/* Frees one copy of the slice. A slice left with no copy anywhere loses its
- * module too and is rebuilt when next needed. */
-static void drop_copy(tiers *t, slice *s, int tier, int why) {
+/* Frees one copy of the slice (never a busy or in-use one); `detail` says
+ * why the policy chose it, or NULL. A slice left with no copy anywhere
+ * loses its module too and is rebuilt when next needed. */
+static void drop_copy(tiers *t, slice *s, int tier, int why,
+                      const char *detail) {
   tier_place *p = &s->place;
+  if (tier == tiers__compute_tier(t) && p->prefetched &&
+      (tier == TIER_GPU ? p->dev : p->host) != NULL) {
+    atomic_fetch_add(&t->prefetch_wasted_bytes, p->bytes);
+    p->prefetched = false;
+  }
   if (tier == TIER_GPU && p->dev != NULL) {
     if (p->bound == p->dev)
       p->bound = NULL;
@@ -153,8 +188,9 @@ static void drop_copy(tiers *t, slice *s, int tier, int why) {
     return;
   }
   atomic_fetch_add(&t->evictions[why], 1);
-  log_info("evict slice=%s from=%s bytes=%llu why=%s", s->name,
-           tier_name(tier), (unsigned long long)p->bytes, why_names[why]);
+  log_info("evict slice=%s from=%s bytes=%llu why=%s%s%s", s->name,
+           tier_name(tier), (unsigned long long)p->bytes, why_names[why],
+           detail ? ":" : "", detail ? detail : "");
   if (p->dev == NULL && p->host == NULL && !p->on_disk) {
     shim_module_free(s->module);
     s->module = NULL;
@@ -185,10 +221,11 @@ static double reload_gbps(tiers *t, const slice *s, int tier) {
 }
 
 /* Frees `need` bytes in `tier` (over what is free under its budget) by
- * evicting other slices; `keep` is never chosen. */
+ * evicting other slices; `keep` is never chosen, nor a busy one. `ahead`:
+ * for a prefetch, which must not push out what a pipeline needs next. */
 static int make_room(tiers *t, int tier, uint64_t need, slice *keep,
-                     proto_error *err) {
-  uint64_t budget = tier == TIER_GPU ? gpu_budget(t) : cpu_budget(t);
+                     bool ahead, proto_error *err) {
+  uint64_t budget = tier == TIER_GPU ? tiers__gpu_budget(t) : tiers__cpu_budget(t);
   uint64_t used = atomic_load(tier == TIER_GPU ? &t->gpu_used : &t->cpu_used);
   if (need > budget) {
     proto_fail(err, SLY_E_NO_MEMORY,
@@ -223,8 +260,9 @@ static int make_room(tiers *t, int tier, uint64_t need, slice *keep,
     c[n].reload_gbps = reload_gbps(t, o, tier);
     int pin = atomic_load(&p->pinned_tier);
     c[n].pinned = pin == tier; /* pinned at T keeps its copy at T */
-    c[n].in_use = p->in_use > 0;
+    c[n].in_use = p->in_use > 0 || p->busy;
     c[n].needed_next = p->needed_next;
+    c[n].next_use = p->next_use_at > t->tick ? p->next_use_at - t->tick : 0;
     idx[n++] = i;
   }
   uint64_t want = used + need > budget ? used + need - budget : 0;
@@ -241,7 +279,7 @@ static int make_room(tiers *t, int tier, uint64_t need, slice *keep,
   int k = evict_choose(c, n, want, t->tick, TIERS_HALF_LIFE, order, why);
   if (k < 0 && active_only && used + need <= budget) {
     k = 0; /* nothing else may go, and it fits anyway */
-  } else if (k < 0) {
+  } else if (k < 0 && !ahead) {
     /* Only the slice a pipeline needs next could make room: better to
      * reload it later than to refuse a request that fits. */
     want = used + need > budget ? used + need - budget : 0;
@@ -271,7 +309,7 @@ static int make_room(tiers *t, int tier, uint64_t need, slice *keep,
       slice_ref(victims[j]);
     }
     for (int j = 0; victims != NULL && j < k; j++) {
-      drop_copy(t, victims[j], tier, WHY_POLICY);
+      drop_copy(t, victims[j], tier, WHY_POLICY, evict_reason_name(why[j]));
       slice_unref(victims[j]);
     }
     free(victims);
@@ -280,116 +318,7 @@ static int make_room(tiers *t, int tier, uint64_t need, slice *keep,
   return rc;
 }
 
-static void source_stat(const slice *s, uint64_t *size, int64_t *mtime_ns) {
-  *size = 0;
-  *mtime_ns = 0;
-  const cJSON *path = cJSON_GetObjectItemCaseSensitive(s->config, "path");
-  if (!cJSON_IsString(path))
-    path = cJSON_GetObjectItemCaseSensitive(s->config, "weights");
-  if (!cJSON_IsString(path))
-    return;
-  char full[4096];
-  if (path->valuestring[0] == '/')
-    snprintf(full, sizeof(full), "%s", path->valuestring);
-  else
-    snprintf(full, sizeof(full), "%s/%s", s->config_dir, path->valuestring);
-  struct stat st;
-  if (stat(full, &st) == 0) {
-    *size = (uint64_t)st.st_size;
-    *mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-  }
-}
-
-/* cJSON objects in key order, so that equal configs print equal. */
-static void sort_json(cJSON *j) {
-  if (j == NULL)
-    return;
-  for (cJSON *c = j->child; c != NULL; c = c->next)
-    sort_json(c);
-  if (!cJSON_IsObject(j))
-    return;
-  /* Insertion sort of the child list by key. */
-  cJSON *sorted = NULL;
-  cJSON *c = j->child;
-  while (c != NULL) {
-    cJSON *next = c->next;
-    cJSON **pp = &sorted;
-    while (*pp != NULL && strcmp((*pp)->string, c->string) < 0)
-      pp = &(*pp)->next;
-    c->next = *pp;
-    *pp = c;
-    c = next;
-  }
-  cJSON *prev = NULL;
-  for (c = sorted; c != NULL; c = c->next) {
-    c->prev = prev;
-    prev = c;
-  }
-  if (sorted != NULL)
-    sorted->prev = prev; /* cJSON keeps the tail in the head's prev */
-  j->child = sorted;
-}
-
-/* Builds the module, keeps its layout and computes its cache key. */
-static int build(tiers *t, slice *s, proto_error *err) {
-  char msg[SHIM_ERROR_MAX];
-  uint64_t t0 = now_ns();
-  atomic_store(&s->state, SLICE_LOADING);
-  shim_module *m;
-  int rc = shim_module_create(s->constructor, s->config, s->config_dir, "cpu",
-                              &m, msg);
-  if (rc < 0) {
-    atomic_store(&s->state, SLICE_FAILED);
-    log_error("slice %s: build failed: %s", s->name, msg);
-    return proto_fail(err, rc, "%s", msg);
-  }
-  tier_place *p = &s->place;
-  size_t n = shim_module_blob_tensors(m);
-  diskcache_entry *e = calloc(n > 0 ? n : 1, sizeof(*e));
-  if (e == NULL) {
-    shim_module_free(m);
-    atomic_store(&s->state, SLICE_UNLOADED);
-    return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
-  }
-  for (size_t i = 0; i < n; i++) {
-    shim_blob_entry be;
-    shim_module_blob_entry(m, i, &be);
-    e[i] = (diskcache_entry){.name = be.name,
-                             .dtype = be.dtype,
-                             .ndim = be.ndim,
-                             .offset = be.offset,
-                             .nbytes = be.nbytes};
-    memcpy(e[i].shape, be.shape, sizeof(e[i].shape));
-  }
-  s->module = m;
-  p->entries = e;
-  p->n_entries = n;
-  p->bytes = shim_module_blob_bytes(m);
-  atomic_store(&s->bytes, p->bytes);
-  atomic_fetch_add(&s->loads, 1);
-
-  cJSON *canon = cJSON_Duplicate(s->config, 1);
-  sort_json(canon);
-  char *canon_s = canon ? cJSON_PrintUnformatted(canon) : NULL;
-  uint64_t size;
-  int64_t mtime;
-  source_stat(s, &size, &mtime);
-  diskcache_layout l = {.entries = e, .n_entries = n, .blob_bytes = p->bytes};
-  diskcache_key(s->constructor, canon_s ? canon_s : "", size, mtime, &l,
-                shim_torch_version(), p->key);
-  free(canon_s);
-  cJSON_Delete(canon);
-  p->on_disk = t->conf.disk_cache_path != NULL &&
-               diskcache_exists(t->conf.disk_cache_path, p->key);
-  uint64_t ns = now_ns() - t0;
-  path_add(&t->build, p->bytes, ns);
-  log_info("slice %s: built (%s, %llu bytes in %zu tensors, %.1f ms)%s",
-           s->name, s->constructor, (unsigned long long)p->bytes, n,
-           (double)ns / 1e6, p->on_disk ? "; a cache file exists" : "");
-  return 0;
-}
-
-static void log_move(const slice *s, const char *from, const char *to,
+void tiers__log_move(const slice *s, const char *from, const char *to,
                      uint64_t bytes, uint64_t ns) {
   log_info("move slice=%s from=%s to=%s bytes=%llu ms=%.2f gbps=%.2f", s->name,
            from, to, (unsigned long long)bytes, (double)ns / 1e6,
@@ -420,28 +349,31 @@ static int bind_to(slice *s, void *target, const char *dev, proto_error *err) {
   return 0;
 }
 
-static void write_cache(tiers *t, slice *s) {
+/* Reads the cache file of claimed `s` into `h` (mutex dropped). 0, or the
+ * diskcache error (in msg): -EBADMSG/-ENOENT mean the file is bad or gone. */
+static int read_cache(tiers *t, slice *s, void *h,
+                      char msg[DISKCACHE_ERROR_MAX]) {
   tier_place *p = &s->place;
-  if (t->conf.disk_cache_path == NULL || p->on_disk)
-    return;
-  char msg[DISKCACHE_ERROR_MAX];
-  diskcache_layout l = {.entries = p->entries,
-                        .n_entries = p->n_entries,
-                        .blob_bytes = p->bytes};
+  diskcache_layout l = {
+      .entries = p->entries, .n_entries = p->n_entries, .blob_bytes = p->bytes};
   memcpy(l.key, p->key, sizeof(l.key));
-  uint64_t t0 = now_ns();
-  int rc = diskcache_write(t->conf.disk_cache_path, &l, p->host, msg);
-  if (rc < 0) {
-    /* The slice still serves from memory; it is rebuilt if evicted. */
-    log_warn("slice %s: cannot write its cache file: %s", s->name, msg);
-    return;
+  pthread_mutex_unlock(&t->mu);
+  uint64_t t0 = tiers__now_ns();
+  int rc = diskcache_read(t->conf.disk_cache_path, &l, h, 0, msg);
+  uint64_t ns = tiers__now_ns() - t0;
+  pthread_mutex_lock(&t->mu);
+  if (rc == 0) {
+    tiers__path_add(&t->disk_to_cpu, p->bytes, ns);
+    tiers__log_move(s, "disk", "cpu", p->bytes, ns);
   }
-  p->on_disk = true;
-  atomic_fetch_add(&t->disk_used, p->bytes);
-  log_move(s, "cpu", "disk", p->bytes, now_ns() - t0);
+  return rc;
 }
 
-static int ensure_host(tiers *t, slice *s, proto_error *err) {
+static void unreserve_host(tiers *t, uint64_t bytes) {
+  atomic_fetch_sub(&t->cpu_used, bytes);
+}
+
+static int ensure_host(tiers *t, slice *s, bool ahead, proto_error *err) {
   tier_place *p = &s->place;
   if (p->host != NULL)
     return 0;
@@ -451,75 +383,74 @@ static int ensure_host(tiers *t, slice *s, proto_error *err) {
       !p->on_disk)
     discard_module(s);
   if (s->module == NULL) {
-    int rc = build(t, s, err);
+    int rc = tiers__build(t, s, err);
     if (rc < 0)
       return rc;
   }
   const void *fresh = shim_module_blob_data(s->module);
-  int rc = make_room(t, TIER_CPU, p->bytes, s, err);
-  bool pinned = false;
-  void *h = rc < 0 ? NULL : hostmem_alloc(p->bytes, &pinned);
-  if (rc == 0 && h == NULL) {
-    proto_fail(err, SLY_E_NO_MEMORY, "slice '%s': no host memory for %llu "
-               "bytes", s->name, (unsigned long long)p->bytes);
-    err->has_needed = true;
-    err->needed = p->bytes;
-    rc = SLY_E_NO_MEMORY;
-  }
+  int rc = make_room(t, TIER_CPU, p->bytes, s, ahead, err);
   if (rc < 0) {
     /* A module just built must not stay outside every budget. */
-    if (fresh != NULL) {
+    if (fresh != NULL)
       discard_module(s);
-      atomic_store(&s->state, SLICE_UNLOADED);
-    }
     return rc;
   }
-  uint64_t t0 = now_ns();
-  bool have = false;
+  /* Counted before the mutex drops, so that no one else spends it. */
+  uint64_t bytes = p->bytes;
+  atomic_fetch_add(&t->cpu_used, bytes);
+  pthread_mutex_unlock(&t->mu);
+  bool pinned = false;
+  void *h = hostmem_alloc(bytes, &pinned);
+  if (h != NULL && (fresh != NULL && !p->on_disk))
+    memcpy(h, fresh, bytes);
+  pthread_mutex_lock(&t->mu);
+  if (h == NULL) {
+    unreserve_host(t, bytes);
+    if (fresh != NULL)
+      discard_module(s);
+    proto_fail(err, SLY_E_NO_MEMORY,
+               "slice '%s': no host memory for %llu bytes", s->name,
+               (unsigned long long)bytes);
+    err->has_needed = true;
+    err->needed = bytes;
+    return SLY_E_NO_MEMORY;
+  }
   if (p->on_disk) {
     /* A valid cache file is what the slice is served from, also right after
      * a restart; a bad one is dropped (and the fresh build used). */
     char msg[DISKCACHE_ERROR_MAX];
-    diskcache_layout l = {.entries = p->entries,
-                          .n_entries = p->n_entries,
-                          .blob_bytes = p->bytes};
-    memcpy(l.key, p->key, sizeof(l.key));
-    rc = diskcache_read(t->conf.disk_cache_path, &l, h, 0, msg);
-    if (rc == 0) {
-      uint64_t ns = now_ns() - t0;
-      path_add(&t->disk_to_cpu, p->bytes, ns);
-      log_move(s, "disk", "cpu", p->bytes, ns);
-      have = true;
-    } else {
+    rc = read_cache(t, s, h, msg);
+    if (rc != 0 && rc != -EBADMSG && rc != -ENOENT) {
+      log_error("slice %s: cache file %s: %s", s->name, p->key, msg);
+      hostmem_free(h, bytes, pinned);
+      unreserve_host(t, bytes);
+      return proto_fail(err, SLY_E_UNAVAILABLE,
+                        "slice '%s': reading its cache file: %s", s->name,
+                        msg);
+    }
+    if (rc != 0) {
       log_warn("slice %s: cache file %s: %s; building it again", s->name,
                p->key, msg);
-      if (rc != -EBADMSG && rc != -ENOENT) {
-        hostmem_free(h, p->bytes, pinned);
-        return proto_fail(err, SLY_E_UNAVAILABLE,
-                          "slice '%s': reading its cache file: %s", s->name,
-                          msg);
-      }
       p->on_disk = false;
       if (fresh == NULL) {
-        hostmem_free(h, p->bytes, pinned);
+        hostmem_free(h, bytes, pinned);
+        unreserve_host(t, bytes);
         discard_module(s);
-        return ensure_host(t, s, err);
+        return ensure_host(t, s, ahead, err);
       }
+      memcpy(h, fresh, bytes);
     }
   }
-  if (!have)
-    memcpy(h, fresh, p->bytes);
   p->host = h;
   p->host_pinned = pinned;
-  atomic_fetch_add(&t->cpu_used, p->bytes);
   if (pinned)
-    atomic_fetch_add(&t->cpu_pinned, p->bytes);
+    atomic_fetch_add(&t->cpu_pinned, bytes);
   if (fresh != NULL) {
     /* Binding frees the shim's own copy: from here on the tiers own it. */
     rc = bind_to(s, h, "cpu", err);
     if (rc < 0)
       return rc;
-    write_cache(t, s);
+    tiers__write_cache(t, s);
   }
   update_tier(s);
   return 0;
@@ -534,8 +465,8 @@ static int evict_one_gpu(tiers *t, slice *keep) {
     slice *o = t->all[i];
     tier_place *p = &o->place;
     int pin = atomic_load(&p->pinned_tier);
-    if (o == keep || p->dev == NULL || p->in_use > 0 || p->needed_next ||
-        pin == TIER_GPU)
+    if (o == keep || p->dev == NULL || p->in_use > 0 || p->busy ||
+        p->needed_next || pin == TIER_GPU)
       continue;
     double v = evict_value(&p->ev_gpu, t->tick, TIERS_HALF_LIFE);
     if (victim == NULL || v < best) {
@@ -545,17 +476,17 @@ static int evict_one_gpu(tiers *t, slice *keep) {
   }
   if (victim == NULL)
     return -1;
-  drop_copy(t, victim, TIER_GPU, WHY_FAILED);
+  drop_copy(t, victim, TIER_GPU, WHY_FAILED, "allocation failed");
   return 0;
 }
 
-static int ensure_dev(tiers *t, slice *s, proto_error *err) {
+static int ensure_dev(tiers *t, slice *s, bool ahead, proto_error *err) {
   tier_place *p = &s->place;
   if (p->dev != NULL)
     return 0;
-  int rc = ensure_host(t, s, err);
+  int rc = ensure_host(t, s, ahead, err);
   if (rc == 0)
-    rc = make_room(t, TIER_GPU, p->bytes, s, err);
+    rc = make_room(t, TIER_GPU, p->bytes, s, ahead, err);
   if (rc < 0)
     return rc;
   char msg[DEVICE_ERROR_MAX];
@@ -574,125 +505,181 @@ static int ensure_dev(tiers *t, slice *s, proto_error *err) {
       return rc;
     }
   }
-  uint64_t t0 = now_ns();
+  atomic_fetch_add(&t->gpu_used, p->bytes);
+  pthread_mutex_unlock(&t->mu);
+  uint64_t t0 = tiers__now_ns();
   rc = device_copy_in(t->dev, d, p->host, p->bytes, msg);
+  uint64_t ns = tiers__now_ns() - t0;
+  pthread_mutex_lock(&t->mu);
   if (rc < 0) {
     device_free(t->dev, d, p->bytes);
+    atomic_fetch_sub(&t->gpu_used, p->bytes);
     return proto_fail(err, rc, "slice '%s': copy to %s: %s", s->name,
                       t->conf.device, msg);
   }
-  uint64_t ns = now_ns() - t0;
-  path_add(&t->cpu_to_gpu, p->bytes, ns);
-  log_move(s, "cpu", "gpu", p->bytes, ns);
+  tiers__path_add(&t->cpu_to_gpu, p->bytes, ns);
+  tiers__log_move(s, "cpu", "gpu", p->bytes, ns);
   p->dev = d;
-  atomic_fetch_add(&t->gpu_used, p->bytes);
   update_tier(s);
   return 0;
 }
 
+/* A slice whose move failed is resident if it kept a module, else unloaded;
+ * a failed build has said "failed" already. */
+static void settle_state(slice *s, int rc) {
+  int st = atomic_load(&s->state);
+  if (rc == 0 && st != SLICE_FAILED)
+    atomic_store(&s->state, SLICE_RESIDENT);
+  else if (rc < 0 && st == SLICE_LOADING)
+    atomic_store(&s->state, s->module ? SLICE_RESIDENT : SLICE_UNLOADED);
+  update_tier(s);
+}
+
+int tiers__ensure(tiers *t, slice *s, int tier, proto_error *err) {
+  int rc = tier == TIER_GPU ? ensure_dev(t, s, true, err)
+                            : ensure_host(t, s, true, err);
+  settle_state(s, rc);
+  return rc;
+}
+
 /* Frees every copy of a slice that is going away and stops tracking it. */
 static void forget(tiers *t, slice *s) {
-  drop_copy(t, s, TIER_GPU, WHY_REPLACED);
-  drop_copy(t, s, TIER_CPU, WHY_REPLACED);
+  drop_copy(t, s, TIER_GPU, WHY_REPLACED, NULL);
+  drop_copy(t, s, TIER_CPU, WHY_REPLACED, NULL);
+  tiers__forget_hints(t, s);
   untrack(t, s);
 }
 
-/* Slices taken out of the registry give their memory back here, on the
- * executor thread, the next time the tiers are asked for anything. */
+/* Slices taken out of the registry give their memory back here, the next
+ * time the tiers are asked for anything (not while one is moved or used). */
 static void reap(tiers *t) {
   for (size_t i = 0; i < t->n_all;) {
-    if (atomic_load(&t->all[i]->removed))
-      forget(t, t->all[i]); /* untrack swaps the last one into i */
+    slice *s = t->all[i];
+    if (atomic_load(&s->removed) && !s->place.busy && s->place.in_use == 0)
+      forget(t, s); /* untrack swaps the last one into i */
     else
       i++;
   }
 }
 
-int tiers_make_resident(tiers *t, slice *s, proto_error *err) {
+/* Brings claimed `s` to the compute tier; waits for room that moves in
+ * flight hold (they free it as soon as they end, being evictable then). */
+static int make_resident(tiers *t, slice *s, proto_error *err) {
+  int ct = tiers__compute_tier(t);
+  for (;;) {
+    int rc = ct == TIER_GPU ? ensure_dev(t, s, false, err)
+                            : ensure_host(t, s, false, err);
+    if (rc != SLY_E_NO_MEMORY || t->n_busy <= 1)
+      return rc;
+    pthread_cond_wait(&t->idle, &t->mu);
+  }
+}
+
+int tiers_acquire(tiers *t, slice *s, proto_error *err) {
+  pthread_mutex_lock(&t->mu);
   reap(t);
   t->tick++;
-  track(t, s);
+  tiers__track(t, s);
+  tiers__claim(t, s);
   tier_place *p = &s->place;
-  int ct = compute_tier(t);
+  int ct = tiers__compute_tier(t);
   bool hit = ct == TIER_GPU ? p->dev != NULL : p->host != NULL;
   atomic_fetch_add(hit ? &t->hits : &t->misses, 1);
+  if (hit && p->prefetched)
+    atomic_fetch_add(&t->prefetch_hits, 1);
+  p->prefetched = false;
   p->in_use++;
-  int rc = ct == TIER_GPU ? ensure_dev(t, s, err) : ensure_host(t, s, err);
+  int rc = make_resident(t, s, err);
   if (rc == 0)
     rc = ct == TIER_GPU ? bind_to(s, p->dev, device_bind_name(t->dev), err)
                         : bind_to(s, p->host, "cpu", err);
-  p->in_use--;
   if (rc < 0) {
-    if (atomic_load(&s->state) == SLICE_LOADING)
-      atomic_store(&s->state, s->module ? SLICE_RESIDENT : SLICE_UNLOADED);
-    return rc;
+    p->in_use--;
+  } else {
+    evict_touch(&p->ev_cpu, t->tick, TIERS_HALF_LIFE);
+    if (ct == TIER_GPU)
+      evict_touch(&p->ev_gpu, t->tick, TIERS_HALF_LIFE);
   }
-  evict_touch(&p->ev_cpu, t->tick, TIERS_HALF_LIFE);
-  if (ct == TIER_GPU)
-    evict_touch(&p->ev_gpu, t->tick, TIERS_HALF_LIFE);
-  atomic_store(&s->state, SLICE_RESIDENT);
-  update_tier(s);
-  return 0;
+  settle_state(s, rc);
+  tiers__unclaim(t, s);
+  pthread_mutex_unlock(&t->mu);
+  return rc;
 }
 
-void tiers_set_needed_next(slice *s, bool needed) {
-  s->place.needed_next = needed;
+void tiers_release(tiers *t, slice *s) {
+  pthread_mutex_lock(&t->mu);
+  s->place.in_use--;
+  pthread_mutex_unlock(&t->mu);
+}
+
+static int load_locked(tiers *t, slice *s, int tier, proto_error *err) {
+  if (tier == TIER_GPU && t->dev == NULL)
+    return proto_fail(err, SLY_E_BAD_REQUEST,
+                      "there is no gpu tier (device %s, gpu_strategy %s)",
+                      t->conf.device, gpu_strategy_name(t->conf.strategy));
+  if (tier == TIER_DISK && t->conf.disk_cache_path == NULL)
+    return proto_fail(err, SLY_E_BAD_REQUEST,
+                      "there is no disk tier (no disk_cache_path)");
+  int rc = tier == TIER_DISK && s->place.on_disk ? 0
+           : tier == TIER_GPU                       ? ensure_dev(t, s, false, err)
+                                                    : ensure_host(t, s, false, err);
+  settle_state(s, rc);
+  return rc;
 }
 
 int tiers_load(tiers *t, slice *s, int tier, proto_error *err) {
+  pthread_mutex_lock(&t->mu);
   reap(t);
   t->tick++;
-  track(t, s);
-  int rc;
-  if (tier == TIER_GPU) {
-    if (t->dev == NULL)
-      return proto_fail(err, SLY_E_BAD_REQUEST,
-                        "there is no gpu tier (device %s, gpu_strategy "
-                        "%s)",
-                        t->conf.device, gpu_strategy_name(t->conf.strategy));
-    rc = ensure_dev(t, s, err);
-  } else if (tier == TIER_CPU) {
-    rc = ensure_host(t, s, err);
-  } else {
-    if (t->conf.disk_cache_path == NULL)
-      return proto_fail(err, SLY_E_BAD_REQUEST,
-                        "there is no disk tier (no disk_cache_path)");
-    rc = s->place.on_disk ? 0 : ensure_host(t, s, err);
-  }
-  if (rc == 0 && atomic_load(&s->state) != SLICE_FAILED)
-    atomic_store(&s->state, SLICE_RESIDENT);
-  update_tier(s);
+  tiers__track(t, s);
+  tiers__claim(t, s);
+  int rc = load_locked(t, s, tier, err);
+  tiers__unclaim(t, s);
+  pthread_mutex_unlock(&t->mu);
   return rc;
 }
 
 int tiers_evict(tiers *t, slice *s, int tier, proto_error *err) {
+  pthread_mutex_lock(&t->mu);
   reap(t);
+  tiers__claim(t, s);
   tier_place *p = &s->place;
+  int rc = 0;
   int pin = atomic_load(&p->pinned_tier);
-  if (pin >= 0 && pin < tier)
-    return proto_fail(err, SLY_E_BAD_REQUEST,
-                      "slice '%s' is pinned at %s; unpin it first", s->name,
-                      tier_name(pin));
-  if (p->in_use > 0)
-    return proto_fail(err, SLY_E_BUSY, "slice '%s' is in use", s->name);
-  if (tier >= TIER_CPU)
-    drop_copy(t, s, TIER_GPU, WHY_EXPLICIT);
-  if (tier >= TIER_DISK) {
-    /* Without a cache file the slice falls to "none" and is rebuilt. */
-    if (p->host != NULL && !p->on_disk)
-      write_cache(t, s);
-    drop_copy(t, s, TIER_CPU, WHY_EXPLICIT);
+  if (pin >= 0 && pin < tier) {
+    rc = proto_fail(err, SLY_E_BAD_REQUEST,
+                    "slice '%s' is pinned at %s; unpin it first", s->name,
+                    tier_name(pin));
+  } else if (p->in_use > 0) {
+    rc = proto_fail(err, SLY_E_BUSY, "slice '%s' is in use", s->name);
+  } else {
+    if (tier >= TIER_CPU)
+      drop_copy(t, s, TIER_GPU, WHY_EXPLICIT, NULL);
+    if (tier >= TIER_DISK) {
+      /* Without a cache file the slice falls to "none" and is rebuilt. */
+      tiers__write_cache(t, s);
+      drop_copy(t, s, TIER_CPU, WHY_EXPLICIT, NULL);
+    }
+    update_tier(s);
   }
-  update_tier(s);
-  return 0;
+  tiers__unclaim(t, s);
+  pthread_mutex_unlock(&t->mu);
+  return rc;
 }
 
 int tiers_pin(tiers *t, slice *s, int tier, proto_error *err) {
-  int rc = tiers_load(t, s, tier, err);
+  pthread_mutex_lock(&t->mu);
+  reap(t);
+  t->tick++;
+  tiers__track(t, s);
+  tiers__claim(t, s);
+  int rc = load_locked(t, s, tier, err);
   if (rc == 0) {
     atomic_store(&s->place.pinned_tier, tier);
     log_info("slice %s: pinned at %s", s->name, tier_name(tier));
   }
+  tiers__unclaim(t, s);
+  pthread_mutex_unlock(&t->mu);
   return rc;
 }
 
@@ -703,6 +690,8 @@ void tiers_unpin(tiers *t, slice *s) {
 }
 
 void tiers_close(tiers *t) {
+  tiers__mover_stop(t);
+  pthread_mutex_lock(&t->mu);
   while (t->n_all > 0) {
     slice *s = t->all[t->n_all - 1];
     tier_place *p = &s->place;
@@ -711,55 +700,15 @@ void tiers_close(tiers *t) {
     if (p->host != NULL)
       hostmem_free(p->host, p->bytes, p->host_pinned);
     p->dev = p->host = p->bound = NULL;
+    tiers__forget_hints(t, s);
     untrack(t, s);
   }
   free(t->all);
   t->all = NULL;
+  pthread_mutex_unlock(&t->mu);
   device_close(t->dev);
   t->dev = NULL;
   free(t->conf.device);
   free(t->conf.disk_cache_path);
   memset(&t->conf, 0, sizeof(t->conf));
-}
-
-static void add_path(cJSON *o, const char *name, tier_path_stats *p) {
-  cJSON *j = cJSON_AddObjectToObject(o, name);
-  uint64_t b = atomic_load(&p->bytes), ns = atomic_load(&p->ns);
-  cJSON_AddNumberToObject(j, "bytes", (double)b);
-  cJSON_AddNumberToObject(j, "seconds", (double)ns / 1e9);
-  cJSON_AddNumberToObject(j, "gbps", gbps(b, ns));
-}
-
-void tiers_stats_json(tiers *t, cJSON *reply) {
-  cJSON *mem = cJSON_AddObjectToObject(reply, "memory");
-  cJSON *gpu = cJSON_AddObjectToObject(mem, "gpu");
-  if (t->dev != NULL) {
-    device_stats ds;
-    device_get_stats(t->dev, &ds);
-    cJSON_AddNumberToObject(gpu, "used", (double)atomic_load(&t->gpu_used));
-    cJSON_AddNumberToObject(gpu, "budget", (double)gpu_budget(t));
-    cJSON_AddNumberToObject(gpu, "high_water", (double)ds.high_water);
-    cJSON_AddNumberToObject(gpu, "device_free", (double)ds.free_bytes);
-    cJSON_AddNumberToObject(gpu, "device_total", (double)ds.total_bytes);
-  } else {
-    cJSON_AddNumberToObject(gpu, "used", 0);
-    cJSON_AddNumberToObject(gpu, "budget", 0);
-  }
-  cJSON *cpu = cJSON_AddObjectToObject(mem, "cpu");
-  cJSON_AddNumberToObject(cpu, "used", (double)atomic_load(&t->cpu_used));
-  cJSON_AddNumberToObject(
-      cpu, "budget", t->conf.max_cpu_mem_mb ? (double)cpu_budget(t) : 0.0);
-  cJSON_AddNumberToObject(cpu, "pinned", (double)atomic_load(&t->cpu_pinned));
-  cJSON *disk = cJSON_AddObjectToObject(mem, "disk");
-  cJSON_AddNumberToObject(disk, "written", (double)atomic_load(&t->disk_used));
-  cJSON *tr = cJSON_AddObjectToObject(reply, "transfers");
-  add_path(tr, "disk_to_cpu", &t->disk_to_cpu);
-  add_path(tr, "cpu_to_gpu", &t->cpu_to_gpu);
-  add_path(tr, "build", &t->build);
-  cJSON_AddNumberToObject(reply, "hits", (double)atomic_load(&t->hits));
-  cJSON_AddNumberToObject(reply, "misses", (double)atomic_load(&t->misses));
-  cJSON *ev = cJSON_AddObjectToObject(reply, "evictions");
-  for (int i = 0; i < 4; i++)
-    cJSON_AddNumberToObject(ev, why_names[i],
-                            (double)atomic_load(&t->evictions[i]));
 }

@@ -7,12 +7,20 @@
  * slice plus prefetch_depth (active_only); host bytes never pass
  * max_cpu_mem_mb. A move is one copy of the whole blob plus re-pointing the
  * module's views; evicting to a lower tier never copies back (weights are
- * read-only). Eviction follows evict.h. Everything here runs on the executor
- * thread; the figures list and stats show are atomics read by the loop.
+ * read-only). Eviction follows evict.h.
+ *
+ * Threads: the executor (forwards and the tier ops) and the mover, which
+ * brings slices in ahead of use (prefetch.c), share everything here under
+ * one mutex, which they drop only around the long parts of a move (building,
+ * disk reads and writes, copies); the slice being moved is "busy" meanwhile,
+ * owned by that thread: no one else moves or evicts it, and a forward that
+ * needs it waits for that slice only. The figures list and stats show are
+ * atomics read by the loop.
  */
 #ifndef DAEMON_TIERS_H
 #define DAEMON_TIERS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -27,8 +35,8 @@
 
 struct slice;
 
-/* Where one slice's blob is; part of struct slice, touched by the executor
- * thread only except for the atomics. */
+/* Where one slice's blob is; part of struct slice, guarded by the tiers'
+ * mutex except for the atomics. */
 typedef struct {
   void *host;       /* CPU tier copy, or NULL */
   bool host_pinned;
@@ -40,8 +48,13 @@ typedef struct {
   size_t n_entries;
   uint64_t bytes;
   evict_candidate ev_gpu, ev_cpu;
-  int in_use;            /* forwards running on it */
-  bool needed_next;      /* a running pipeline needs it next */
+  int in_use;            /* forwards holding it (tiers_acquire) */
+  bool busy;             /* a thread is moving it with the mutex dropped */
+  bool needed_next;      /* a running pipeline needs it within prefetch_depth */
+  bool prefetched;       /* brought in ahead of use and not used since */
+  uint64_t next_use_at;  /* tick of its next known use; 0 = unknown */
+  struct slice *successor; /* the slice that usually follows it (a reference) */
+  uint32_t successor_seen; /* how many times in a row it did */
   atomic_int tier;       /* highest tier holding it: 0 gpu, 1 cpu, 2 disk, 3 none */
   atomic_int pinned_tier; /* -1 when not pinned */
 } tier_place;
@@ -65,32 +78,48 @@ typedef struct {
   double sim_copy_gbps;
 } tiers_conf;
 
+/* Most slices waiting for the mover; more are dropped (prefetch is a hint). */
+#define TIERS_PREFETCH_QUEUE 64
+
 typedef struct tiers {
   tiers_conf conf;
   device *dev;       /* NULL with device cpu or gpu_strategy none */
+  pthread_mutex_t mu; /* guards all but the atomics and conf */
+  pthread_cond_t idle; /* a slice stopped being busy */
+  pthread_cond_t work; /* the mover has something to do, or must stop */
+  pthread_t mover;
+  bool mover_started, stopping;
+  struct slice *queue[TIERS_PREFETCH_QUEUE]; /* for the mover, referenced */
+  size_t queued;
+  struct slice *last_single; /* slice of the last one-slice forward (ref) */
+  size_t n_busy;
   uint64_t tick;
   /* Figures for stats. */
   atomic_uint_fast64_t gpu_used, cpu_used, cpu_pinned, disk_used;
   atomic_uint_fast64_t hits, misses;
   atomic_uint_fast64_t evictions[4]; /* by reason: policy, explicit, replaced, failed */
+  atomic_uint_fast64_t prefetches, prefetch_hits, prefetch_wasted_bytes;
+  atomic_uint_fast64_t prefetch_pending; /* queued or being moved */
   tier_path_stats disk_to_cpu, cpu_to_gpu, build;
   struct slice **all; /* every slice with a blob somewhere (for eviction) */
   size_t n_all;
 } tiers;
 
 /* Opens the device the config names (sim or cuda) when gpu_strategy is not
- * none, and the disk cache folder. Returns 0 or -1 with err. */
+ * none, and the disk cache folder, and starts the mover thread. Returns 0 or
+ * -1 with err. */
 int tiers_init(tiers *t, const config *cfg, char err[256]);
+/* Stops the mover and frees every copy. No other thread may use t. */
 void tiers_close(tiers *t);
 
 /* Makes `s` resident in its compute tier (GPU when there is one, else CPU),
  * building it, reading it from disk and copying it up as needed and evicting
- * others to make room; binds the module to that copy. Returns 0,
- * SLY_E_NO_MEMORY (err->needed set), or the build's error. */
-int tiers_make_resident(tiers *t, struct slice *s, proto_error *err);
-
-/* Marks `s` as what a running pipeline needs next: not evicted meanwhile. */
-void tiers_set_needed_next(struct slice *s, bool needed);
+ * others to make room; binds the module to that copy and holds it there (in
+ * use: never evicted) until tiers_release. Waits when the mover is bringing
+ * `s` in. Returns 0, SLY_E_NO_MEMORY (err->needed set), or the build's
+ * error (then nothing is held). */
+int tiers_acquire(tiers *t, struct slice *s, proto_error *err);
+void tiers_release(tiers *t, struct slice *s);
 
 /* The ops: load brings `s` up to tier (gpu, cpu, disk); evict leaves it at
  * most at tier; pin keeps it at least at tier (loading it there); unpin. */
@@ -99,8 +128,20 @@ int tiers_evict(tiers *t, struct slice *s, int tier, proto_error *err);
 int tiers_pin(tiers *t, struct slice *s, int tier, proto_error *err);
 void tiers_unpin(tiers *t, struct slice *s);
 
-/* Adds "memory", "transfers", "evictions", "hits", "misses" to a stats
- * reply. Loop thread; reads atomics only. */
+/* Prefetch (prefetch.c). A pipeline `v` of n slices is about to run step
+ * `cur`: the next prefetch_depth slices are protected from eviction and
+ * queued for the mover, and every slice of it gets its next use as an
+ * eviction hint (the pipeline is taken to repeat). */
+void tiers_pipeline_step(tiers *t, struct slice *const *v, size_t n,
+                         size_t cur);
+/* The pipeline is done: nothing of it is protected any more. */
+void tiers_pipeline_end(tiers *t, struct slice *const *v, size_t n);
+/* A one-slice forward of `s` has started (after tiers_acquire): learns that
+ * `s` followed the previous one and queues what usually follows `s`. */
+void tiers_single_step(tiers *t, struct slice *s);
+
+/* Adds "memory", "transfers", "evictions", "hits", "misses" and "prefetch"
+ * to a stats reply. Loop thread; reads atomics only. */
 void tiers_stats_json(tiers *t, cJSON *reply);
 
 #endif

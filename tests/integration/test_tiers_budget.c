@@ -179,6 +179,10 @@ static void check(world *w, const char *what) {
             (unsigned long long)(st.cpu_budget >> 20), RSS_SLACK_MB);
   if (st.rss > w->rss_peak)
     w->rss_peak = st.rss;
+  /* The budgets hold at every moment; the list and the accounting agree
+   * once prefetches in flight have landed. */
+  tk_stats_settled(w->k.c, &st);
+  tk_assert_budgets(&st, what);
 
   tk_entry all[TK_MAX_SLICES];
   size_t n = tk_list(w->k.c, all, TK_MAX_SLICES);

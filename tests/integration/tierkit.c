@@ -283,7 +283,22 @@ void tk_stats_get(sly_conn *c, tk_stats *s) {
   s->ev_explicit = tk_u64(r, "evictions", "explicit", NULL);
   s->ev_removed = tk_u64(r, "evictions", "removed", NULL);
   s->ev_failed = tk_u64(r, "evictions", "failed", NULL);
+  s->pf_done = tk_u64(r, "prefetch", "done", NULL);
+  s->pf_hits = tk_u64(r, "prefetch", "hits", NULL);
+  s->pf_wasted = tk_u64(r, "prefetch", "wasted_bytes", NULL);
+  s->pf_pending = tk_u64(r, "prefetch", "pending", NULL);
   cJSON_Delete(r);
+}
+
+void tk_stats_settled(sly_conn *c, tk_stats *s) {
+  for (int i = 0; i < 3000; i++) {
+    tk_stats_get(c, s);
+    if (s->pf_pending == 0)
+      return;
+    usleep(10 * 1000);
+  }
+  cr_assert_fail("prefetch still pending after 30 s (%llu)",
+                 (unsigned long long)s->pf_pending);
 }
 
 uint64_t tk_evictions(const tk_stats *s) {

@@ -104,9 +104,14 @@ typedef struct {
   double d2c_gbps, c2g_gbps;
   uint64_t hits, misses;
   uint64_t ev_policy, ev_explicit, ev_removed, ev_failed;
+  uint64_t pf_done, pf_hits, pf_wasted, pf_pending;
 } tk_stats;
 
 void tk_stats_get(sly_conn *c, tk_stats *out);
+/* Waits (up to 30 s) until no prefetch is queued or moving, so that the
+ * daemon's figures and list agree, and returns the stats then. The budgets
+ * hold at every moment; this only waits for the list to catch up. */
+void tk_stats_settled(sly_conn *c, tk_stats *out);
 /* gpu.used and gpu.high_water within gpu.budget, cpu.used within
  * cpu.budget (when there is one). */
 void tk_assert_budgets(const tk_stats *s, const char *when);

@@ -1,0 +1,213 @@
+/* prefetch.c — bringing slices in before they are asked for (daemon/).
+ *
+ * Owns: the mover thread and its queue, the pipeline hints (which slices a
+ * running pipeline needs within prefetch_depth, and when it needs each one
+ * next, for the eviction policy) and the learned successors of one-slice
+ * forwards. The mover moves one queued slice at a time with the tiers' own
+ * functions, so a prefetch obeys every budget; it gives up quietly when
+ * there is no room (a prefetch is a hint, never a reason to fail). The
+ * queue and each successor hold references to their slices.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "log.h"
+#include "tiers_internal.h"
+
+/* A successor is trusted once it followed this many times (net of the times
+ * another slice did); the count saturates so that a change of habit is
+ * learned within a few calls. */
+#define PREFETCH_TRUST 2
+#define PREFETCH_SEEN_MAX 4
+
+static bool at_compute_tier(const tiers *t, const slice *s) {
+  const tier_place *p = &s->place;
+  return (tiers__compute_tier(t) == TIER_GPU ? p->dev : p->host) != NULL;
+}
+
+/* Queues `s` for the mover unless it is there already or has nothing to
+ * gain. Mutex held. */
+static void enqueue(tiers *t, slice *s) {
+  if (t->conf.prefetch_depth == 0 || t->stopping || at_compute_tier(t, s) ||
+      atomic_load(&s->removed))
+    return;
+  for (size_t i = 0; i < t->queued; i++)
+    if (t->queue[i] == s)
+      return;
+  if (t->queued == TIERS_PREFETCH_QUEUE)
+    return;
+  slice_ref(s);
+  t->queue[t->queued++] = s;
+  atomic_fetch_add(&t->prefetch_pending, 1);
+  pthread_cond_signal(&t->work);
+}
+
+/* Forgets what was queued for an earlier step: the queue holds only what
+ * the current step wants, so that a lagging mover never brings in a slice
+ * that has been used already (active_only would then hold one too many).
+ * Mutex held. */
+static void clear_queue(tiers *t) {
+  for (size_t i = 0; i < t->queued; i++)
+    slice_unref(t->queue[i]);
+  atomic_fetch_sub(&t->prefetch_pending, t->queued);
+  t->queued = 0;
+}
+
+/* Moves queued `s` to the compute tier. Mutex held (dropped inside). */
+static void prefetch_one(tiers *t, slice *s) {
+  tier_place *p = &s->place;
+  if (atomic_load(&s->removed) || p->busy || p->in_use > 0 ||
+      at_compute_tier(t, s) || atomic_load(&s->state) == SLICE_FAILED)
+    return;
+  tiers__track(t, s);
+  tiers__claim(t, s);
+  uint64_t t0 = tiers__now_ns();
+  proto_error e;
+  int rc = tiers__ensure(t, s, tiers__compute_tier(t), &e);
+  if (rc == 0) {
+    p->prefetched = true;
+    atomic_fetch_add(&t->prefetches, 1);
+    log_debug("prefetch slice=%s to=%s bytes=%llu ms=%.2f", s->name,
+              tier_name(tiers__compute_tier(t)), (unsigned long long)p->bytes,
+              (double)(tiers__now_ns() - t0) / 1e6);
+  } else {
+    log_debug("prefetch slice=%s skipped: %s", s->name, e.message);
+  }
+  tiers__unclaim(t, s);
+}
+
+static void *mover_main(void *arg) {
+  tiers *t = arg;
+  pthread_mutex_lock(&t->mu);
+  while (!t->stopping) {
+    if (t->queued == 0) {
+      pthread_cond_wait(&t->work, &t->mu);
+      continue;
+    }
+    slice *s = t->queue[0];
+    t->queued--;
+    memmove(&t->queue[0], &t->queue[1], t->queued * sizeof(t->queue[0]));
+    prefetch_one(t, s);
+    slice_unref(s);
+    atomic_fetch_sub(&t->prefetch_pending, 1);
+  }
+  pthread_mutex_unlock(&t->mu);
+  return NULL;
+}
+
+int tiers__mover_start(tiers *t) {
+  int r = pthread_create(&t->mover, NULL, mover_main, t);
+  if (r == 0)
+    t->mover_started = true;
+  return r;
+}
+
+void tiers__mover_stop(tiers *t) {
+  pthread_mutex_lock(&t->mu);
+  t->stopping = true;
+  pthread_cond_signal(&t->work);
+  pthread_mutex_unlock(&t->mu);
+  if (t->mover_started)
+    pthread_join(t->mover, NULL);
+  t->mover_started = false;
+  clear_queue(t);
+  slice_unref(t->last_single);
+  t->last_single = NULL;
+}
+
+
+static void set_successor(slice *s, slice *next) {
+  tier_place *p = &s->place;
+  if (p->successor == next) {
+    if (p->successor_seen < PREFETCH_SEEN_MAX)
+      p->successor_seen++;
+    return;
+  }
+  if (p->successor != NULL && p->successor_seen > 1) {
+    p->successor_seen--; /* one exception does not change a habit */
+    return;
+  }
+  slice_unref(p->successor);
+  slice_ref(next);
+  p->successor = next;
+  p->successor_seen = 1;
+}
+
+void tiers__forget_hints(tiers *t, slice *s) {
+  tier_place *p = &s->place;
+  slice_unref(p->successor);
+  p->successor = NULL;
+  p->successor_seen = 0;
+  for (size_t i = 0; i < t->n_all; i++) {
+    tier_place *o = &t->all[i]->place;
+    if (o->successor != NULL && (o->successor == s ||
+                                 atomic_load(&o->successor->removed))) {
+      slice_unref(o->successor);
+      o->successor = NULL;
+      o->successor_seen = 0;
+    }
+  }
+  if (t->last_single == s) {
+    slice_unref(s);
+    t->last_single = NULL;
+  }
+}
+
+/* Steps from position `cur` to the next use of v[i] in a pipeline of n that
+ * repeats: the nearest later occurrence, else the first one in the next
+ * pass. */
+static size_t steps_to(slice *const *v, size_t n, size_t cur, size_t i) {
+  for (size_t d = 1; d <= n; d++)
+    if (v[(cur + d) % n] == v[i])
+      return d;
+  return n;
+}
+
+void tiers_pipeline_step(tiers *t, slice *const *v, size_t n, size_t cur) {
+  pthread_mutex_lock(&t->mu);
+  clear_queue(t);
+  for (size_t i = 0; i < n; i++) {
+    v[i]->place.needed_next = false;
+    v[i]->place.next_use_at = t->tick + steps_to(v, n, cur, i);
+  }
+  for (size_t k = 1; k <= t->conf.prefetch_depth && cur + k < n; k++) {
+    slice *s = v[cur + k];
+    if (s == v[cur])
+      continue;
+    s->place.needed_next = true;
+    enqueue(t, s);
+  }
+  pthread_mutex_unlock(&t->mu);
+}
+
+void tiers_pipeline_end(tiers *t, slice *const *v, size_t n) {
+  pthread_mutex_lock(&t->mu);
+  for (size_t i = 0; i < n; i++)
+    v[i]->place.needed_next = false;
+  pthread_mutex_unlock(&t->mu);
+}
+
+void tiers_single_step(tiers *t, slice *s) {
+  pthread_mutex_lock(&t->mu);
+  clear_queue(t);
+  slice *prev = t->last_single;
+  if (prev != NULL && prev != s && !atomic_load(&prev->removed))
+    set_successor(prev, s);
+  if (prev != s) {
+    slice_ref(s);
+    slice_unref(prev);
+    t->last_single = s;
+  }
+  /* Follow the trusted chain up to prefetch_depth slices ahead. */
+  slice *x = s;
+  for (uint64_t k = 0; k < t->conf.prefetch_depth; k++) {
+    tier_place *p = &x->place;
+    if (p->successor == NULL || p->successor_seen < PREFETCH_TRUST ||
+        p->successor == s)
+      break;
+    x = p->successor;
+    x->place.next_use_at = t->tick + k + 1;
+    enqueue(t, x);
+  }
+  pthread_mutex_unlock(&t->mu);
+}

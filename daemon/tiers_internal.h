@@ -1,0 +1,48 @@
+/* tiers_internal.h — what tiers.c, tiers_build.c, tiers_stats.c and
+ * prefetch.c share (daemon/). Not for anyone else.
+ *
+ * Locking: every function here is called with t->mu held. A slice is moved
+ * by the thread that claimed it (tiers__claim); that thread may drop the
+ * mutex around the long parts of the move, and nobody else touches the
+ * slice's placement meanwhile.
+ */
+#ifndef DAEMON_TIERS_INTERNAL_H
+#define DAEMON_TIERS_INTERNAL_H
+
+#include "slices.h"
+#include "tiers.h"
+
+uint64_t tiers__now_ns(void);
+void tiers__path_add(tier_path_stats *p, uint64_t bytes, uint64_t ns);
+uint64_t tiers__gpu_budget(const tiers *t);
+uint64_t tiers__cpu_budget(const tiers *t);
+int tiers__compute_tier(const tiers *t);
+/* "policy", "explicit", "removed", "failed": evictions by reason. */
+const char *tiers__why_name(int why);
+void tiers__log_move(const struct slice *s, const char *from, const char *to,
+                     uint64_t bytes, uint64_t ns);
+
+/* Waits until nobody is moving `s`, then makes the caller its mover. */
+void tiers__claim(tiers *t, struct slice *s);
+void tiers__unclaim(tiers *t, struct slice *s);
+/* Starts tracking `s` for eviction (takes a reference). */
+void tiers__track(tiers *t, struct slice *s);
+/* Brings claimed `s` into `tier` (TIER_GPU or TIER_CPU) ahead of use: it
+ * never pushes out what a pipeline needs next. Leaves the state settled
+ * (resident, or unloaded/failed on error). */
+int tiers__ensure(tiers *t, struct slice *s, int tier, proto_error *err);
+
+/* tiers_build.c: builds claimed `s`'s module (mutex dropped meanwhile),
+ * keeps its layout and cache key; and writes its cache file from the host
+ * copy when there is none. */
+int tiers__build(tiers *t, struct slice *s, proto_error *err);
+void tiers__write_cache(tiers *t, struct slice *s);
+
+/* prefetch.c: the mover thread, and the hints a slice leaves behind. */
+int tiers__mover_start(tiers *t);
+void tiers__mover_stop(tiers *t);
+/* Drops what the prefetcher knows of `s` and what points at removed
+ * slices. */
+void tiers__forget_hints(tiers *t, struct slice *s);
+
+#endif
