@@ -1,6 +1,10 @@
-/* tiers_stats.c — the tiers' part of the stats reply, from atomics only
- * (the loop thread calls it while the executor and the mover work). */
+/* tiers_stats.c — the tiers' part of the stats reply, from atomics and
+ * libtorch's (thread-safe) allocator figures only: the loop thread calls it
+ * while the executor and the mover work. */
+#include <stdlib.h>
+
 #include "tiers_internal.h"
+#include "torch_shim.h"
 
 static double gbps(uint64_t bytes, uint64_t ns) {
   return ns == 0 ? 0.0 : (double)bytes / (double)ns;
@@ -25,6 +29,16 @@ void tiers_stats_json(tiers *t, cJSON *reply) {
     cJSON_AddNumberToObject(gpu, "high_water", (double)ds.high_water);
     cJSON_AddNumberToObject(gpu, "device_free", (double)ds.free_bytes);
     cJSON_AddNumberToObject(gpu, "device_total", (double)ds.total_bytes);
+    /* libtorch's own pool (activations), next to our weights' bytes. */
+    shim_allocator_stats as;
+    const char *name = t->conf.device;
+    if (!device_is_sim(t->dev) &&
+        shim_cuda_allocator_stats(atoi(name + 5), &as) == 0) {
+      cJSON *ta = cJSON_AddObjectToObject(gpu, "torch_allocator");
+      cJSON_AddNumberToObject(ta, "allocated", (double)as.allocated);
+      cJSON_AddNumberToObject(ta, "peak_allocated", (double)as.peak_allocated);
+      cJSON_AddNumberToObject(ta, "reserved", (double)as.reserved);
+    }
   } else {
     cJSON_AddNumberToObject(gpu, "used", 0);
     cJSON_AddNumberToObject(gpu, "budget", 0);

@@ -11,6 +11,9 @@
 #include <vector>
 
 #include <ATen/Context.h>
+#ifdef SLY_HAVE_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 #include <c10/core/InferenceMode.h>
 #include <torch/version.h>
 
@@ -245,6 +248,29 @@ extern "C" int shim_cuda_available(void) {
   } catch (...) {
     return 0;
   }
+}
+
+extern "C" int shim_cuda_allocator_stats(int index, shim_allocator_stats *out) {
+  *out = shim_allocator_stats{};
+#ifdef SLY_HAVE_CUDA
+  try {
+    if (index < 0 || !at::hasCUDA() || index >= (int)at::getNumGPUs())
+      return -1;
+    auto st = c10::cuda::CUDACachingAllocator::getDeviceStats(
+        static_cast<c10::DeviceIndex>(index));
+    const auto agg =
+        static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    out->allocated = (uint64_t)st.allocated_bytes[agg].current;
+    out->peak_allocated = (uint64_t)st.allocated_bytes[agg].peak;
+    out->reserved = (uint64_t)st.reserved_bytes[agg].current;
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+#else
+  (void)index;
+  return -1;
+#endif
 }
 
 extern "C" const char *const *shim_constructors(void) {

@@ -34,6 +34,15 @@ typedef struct shim_values shim_values;
 const char *shim_torch_version(void);
 /* 1 when libtorch sees a usable CUDA device, else 0 (also on error). */
 int shim_cuda_available(void);
+
+/* libtorch's CUDA caching allocator on device `index` (activations and
+ * outputs; the weights are the tiers' own): bytes allocated now, at most
+ * so far, and reserved from the device. Returns 0, or -1 when this build
+ * has no CUDA or the device is not in use (figures then 0). Thread-safe. */
+typedef struct {
+  uint64_t allocated, peak_allocated, reserved;
+} shim_allocator_stats;
+int shim_cuda_allocator_stats(int index, shim_allocator_stats *out);
 /* The constructors shim_module_create knows, NULL-terminated. */
 const char *const *shim_constructors(void);
 
