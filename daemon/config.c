@@ -153,11 +153,14 @@ static int config__socket(config__ctx *ctx, config *c, const cJSON *root) {
     return -1;
   }
   size_t room = sizeof(((struct sockaddr_un *)0)->sun_path);
-  if (strlen(c->socket) >= room)
+  if (strlen(c->socket) >= room) {
+    char q[96];
     return config__fail(ctx, "socket",
-                        "\"%s\" is %zu bytes; a Unix socket path must be "
+                        "%s is %zu bytes; a Unix socket path must be "
                         "shorter than %zu",
-                        c->socket, strlen(c->socket), room);
+                        config__quote(q, sizeof(q), c->socket),
+                        strlen(c->socket), room);
+  }
 
   c->socket_mode = CONFIG_DEFAULT_SOCKET_MODE;
   if ((v = config__get(root, "socket_mode"))) {

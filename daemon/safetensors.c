@@ -44,6 +44,31 @@ static int st_fail(char err[ST_ERROR_MAX], const char *fmt, ...) {
   return -1;
 }
 
+/* Names and keys come from the file. A message shows at most ST_SHOWN bytes
+ * of one, cut on a character boundary, with control characters as '?', so
+ * that it stays one line of UTF-8 wherever it is logged or sent. */
+#define ST_SHOWN 64
+typedef struct {
+  char s[ST_SHOWN + 4]; /* and "..." and the NUL */
+} st_shown;
+
+static const char *st_show(st_shown *out, const char *s) {
+  size_t n = 0;
+  for (; s[n] && n < ST_SHOWN; n++) {
+    unsigned char c = (unsigned char)s[n];
+    out->s[n] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+  }
+  if (s[n]) {
+    /* Back off to the start of the character the cut went through. */
+    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+      n--;
+    memcpy(out->s + n, "...", 3);
+    n += 3;
+  }
+  out->s[n] = '\0';
+  return out->s;
+}
+
 const char *st_dtype_name(proto_dtype d) {
   for (size_t i = 0; i < sizeof(st_dtypes) / sizeof(st_dtypes[0]); i++)
     if (st_dtypes[i].dtype == d)
@@ -143,7 +168,8 @@ static int st_uint(const cJSON *j, uint64_t *out) {
 
 static int st_parse_tensor(const cJSON *j, st_tensor *t,
                            char err[ST_ERROR_MAX]) {
-  const char *name = j->string;
+  st_shown shown, field;
+  const char *name = st_show(&shown, j->string);
   if (!cJSON_IsObject(j))
     return st_fail(err, "tensor '%s': expected an object", name);
   const cJSON *dtype = NULL, *shape = NULL, *offsets = NULL;
@@ -153,16 +179,18 @@ static int st_parse_tensor(const cJSON *j, st_tensor *t,
                          : strcmp(f->string, "data_offsets") == 0 ? &offsets
                                                                   : NULL;
     if (!slot)
-      return st_fail(err, "tensor '%s': unknown field '%s'", name, f->string);
+      return st_fail(err, "tensor '%s': unknown field '%s'", name,
+                     st_show(&field, f->string));
     if (*slot)
-      return st_fail(err, "tensor '%s': duplicate field '%s'", name, f->string);
+      return st_fail(err, "tensor '%s': duplicate field '%s'", name,
+                     st_show(&field, f->string));
     *slot = f;
   }
   if (!cJSON_IsString(dtype))
     return st_fail(err, "tensor '%s': dtype: expected a string", name);
   if (st_dtype_from_name(dtype->valuestring, &t->dtype) != 0)
-    return st_fail(err, "tensor '%s': unknown dtype '%.32s'", name,
-                   dtype->valuestring);
+    return st_fail(err, "tensor '%s': unknown dtype '%s'", name,
+                   st_show(&field, dtype->valuestring));
   if (!cJSON_IsArray(shape))
     return st_fail(err, "tensor '%s': shape: expected an array", name);
   int ndim = cJSON_GetArraySize(shape);
@@ -201,6 +229,7 @@ static int st_cmp_meta(const void *a, const void *b) {
 }
 
 static int st_parse_meta(const cJSON *j, st_header *h, char err[ST_ERROR_MAX]) {
+  st_shown shown;
   if (!cJSON_IsObject(j))
     return st_fail(err, "__metadata__: expected an object");
   size_t n = (size_t)cJSON_GetArraySize(j);
@@ -211,7 +240,8 @@ static int st_parse_meta(const cJSON *j, st_header *h, char err[ST_ERROR_MAX]) {
     return st_fail(err, "out of memory");
   for (const cJSON *m = j->child; m; m = m->next) {
     if (!cJSON_IsString(m))
-      return st_fail(err, "__metadata__.%.64s: expected a string", m->string);
+      return st_fail(err, "__metadata__.%s: expected a string",
+                     st_show(&shown, m->string));
     st_meta *e = &h->meta[h->n_meta];
     e->key = strdup(m->string);
     e->value = strdup(m->valuestring);
@@ -222,8 +252,8 @@ static int st_parse_meta(const cJSON *j, st_header *h, char err[ST_ERROR_MAX]) {
   qsort(h->meta, h->n_meta, sizeof(*h->meta), st_cmp_meta);
   for (size_t i = 1; i < h->n_meta; i++)
     if (strcmp(h->meta[i - 1].key, h->meta[i].key) == 0)
-      return st_fail(err, "__metadata__: duplicate key '%.64s'",
-                     h->meta[i].key);
+      return st_fail(err, "__metadata__: duplicate key '%s'",
+                     st_show(&shown, h->meta[i].key));
   return 0;
 }
 
@@ -242,6 +272,7 @@ static int st_cmp_name(const void *a, const void *b) {
 
 /* Names unique; ranges sorted and tiling [0, data_bytes) exactly. */
 static int st_check_layout(st_header *h, char err[ST_ERROR_MAX]) {
+  st_shown shown;
   if (h->n_tensors == 0) {
     if (h->data_bytes != 0)
       return st_fail(err, "no tensors but %llu bytes of data",
@@ -256,7 +287,7 @@ static int st_check_layout(st_header *h, char err[ST_ERROR_MAX]) {
   qsort(names, h->n_tensors, sizeof(*names), st_cmp_name);
   for (size_t i = 1; i < h->n_tensors; i++)
     if (strcmp(names[i - 1], names[i]) == 0) {
-      st_fail(err, "duplicate tensor name '%.64s'", names[i]);
+      st_fail(err, "duplicate tensor name '%s'", st_show(&shown, names[i]));
       free(names);
       return -1;
     }
@@ -266,17 +297,19 @@ static int st_check_layout(st_header *h, char err[ST_ERROR_MAX]) {
   for (size_t i = 0; i < h->n_tensors; i++) {
     const st_tensor *t = &h->tensors[i];
     if (t->end > h->data_bytes)
-      return st_fail(err, "tensor '%.64s': data_offsets end %llu is past the "
-                          "%llu bytes of data", t->name,
+      return st_fail(err, "tensor '%s': data_offsets end %llu is past the "
+                          "%llu bytes of data", st_show(&shown, t->name),
                      (unsigned long long)t->end,
                      (unsigned long long)h->data_bytes);
     if (t->begin < expect)
-      return st_fail(err, "tensor '%.64s': data at %llu overlaps the previous "
-                          "tensor, which ends at %llu", t->name,
-                     (unsigned long long)t->begin, (unsigned long long)expect);
+      return st_fail(err, "tensor '%s': data at %llu overlaps the previous "
+                          "tensor, which ends at %llu",
+                     st_show(&shown, t->name), (unsigned long long)t->begin,
+                     (unsigned long long)expect);
     if (t->begin > expect)
-      return st_fail(err, "tensor '%.64s': gap of %llu bytes before its data",
-                     t->name, (unsigned long long)(t->begin - expect));
+      return st_fail(err, "tensor '%s': gap of %llu bytes before its data",
+                     st_show(&shown, t->name),
+                     (unsigned long long)(t->begin - expect));
     expect = t->end;
   }
   if (expect != h->data_bytes)

@@ -10,8 +10,10 @@ TORCH_VERSION=${TORCH_VERSION:-2.11.0}
 TORCH_DIR=${TORCH_DIR:-}
 VENV_MIN_FREE_GB=${VENV_MIN_FREE_GB:-12}
 
+# clang and its runtime (libclang-rt-dev: libFuzzer, the sanitizers) build
+# the fuzz targets of tests/fuzz/.
 pkgs=(gcc g++ make pkg-config libuv1-dev libcjson-dev libsystemd-dev
-      libcriterion-dev systemd)
+      libcriterion-dev systemd clang libclang-rt-dev)
 # python3 may come from elsewhere (pyenv): then only its venv module matters.
 if ! { command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; }; then
   pkgs+=(python3 python3-venv)

@@ -20,6 +20,8 @@
 
 #include <criterion/criterion.h>
 
+#include "fixtures.h"
+
 /* Daemons of the running test, so that .fini can reap what an aborted test
  * left; each Criterion test runs in its own process, so this is per test. */
 #define TD_MAX_LIVE 8
@@ -570,4 +572,127 @@ void td_cmd_free(td_cmd *r) {
   free(r->out);
   free(r->err);
   r->out = r->err = NULL;
+}
+
+/* ---- Back to baseline ---------------------------------------------------- */
+
+long td_rss_kib(const td *d) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%ld/status", (long)d->pid);
+  FILE *f = fopen(path, "r");
+  cr_assert(f, "%s: %s", path, strerror(errno));
+  char line[256];
+  long kib = -1;
+  while (kib < 0 && fgets(line, sizeof line, f))
+    if (sscanf(line, "VmRSS: %ld kB", &kib) != 1)
+      kib = -1;
+  fclose(f);
+  cr_assert_geq(kib, 0, "no VmRSS in %s", path);
+  return kib;
+}
+
+bool td_rss_meaningful(void) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return false;
+#else
+  const char *p = getenv("SLY_TEST_SLYCED");
+  return p == NULL || p[0] == '\0';
+#endif
+}
+
+void td_baseline_take(const td *d, td_baseline *b) {
+  /* Counted while this probe is the only connection the daemon knows, so
+   * every earlier one has been closed and freed; the probe's socket is the
+   * one fd to leave out. */
+  sly_conn *c = td_connect(d);
+  sly_stats st = {0};
+  sly_error err;
+  long long end = td_now_ms() + TD_BASELINE_WAIT_MS;
+  for (;;) {
+    cr_assert_eq(sly_stats_get(c, &st, &err), 0, "stats: %s", err.message);
+    if (st.connections == 1 || td_now_ms() >= end)
+      break;
+    td_sleep_ms(20);
+  }
+  cr_assert_eq(st.connections, 1, "%llu connections open at the baseline",
+               (unsigned long long)st.connections);
+  b->fds = td_fd_count(d) - 1;
+  b->rss_kib = td_rss_kib(d);
+  sly_close(c);
+  /* Cases start with no connection open, the probe's included. */
+  cr_assert(td_fd_count_wait(d, b->fds, TD_BASELINE_WAIT_MS),
+            "the probe's close left %d fds, %d at the baseline",
+            td_fd_count(d), b->fds);
+}
+
+void td_baseline_assert(const td *d, const td_baseline *b, long slack_kib,
+                        const char *after) {
+  cr_assert(!d->exited && kill(d->pid, 0) == 0, "%s: slyced is gone", after);
+  bool fds_back = td_fd_count_wait(d, b->fds, TD_BASELINE_WAIT_MS);
+  cr_assert(fds_back, "%s: slyced holds %d fds, %d at the baseline", after,
+            td_fd_count(d), b->fds);
+  long rss = td_rss_kib(d);
+  cr_log_info("%s: fds %d, VmRSS %ld KiB (baseline %ld KiB, %+ld)", after,
+              b->fds, rss, b->rss_kib, rss - b->rss_kib);
+  if (td_rss_meaningful())
+    cr_assert_leq(rss, b->rss_kib + slack_kib,
+                  "%s: VmRSS %ld KiB, over the baseline %ld KiB + %ld KiB",
+                  after, rss, b->rss_kib, slack_kib);
+}
+
+void td_assert_forward_ok(const td *d, const char *after) {
+  sly_conn *c = NULL;
+  sly_error err = {0};
+  sly_hello_info info;
+  long long end = td_now_ms() + 2000;
+  int rc;
+  /* BUSY for a moment after a case that filled max_conns_per_uid. */
+  for (;;) {
+    rc = sly_connect(d->sock, &c, &err);
+    if (rc == 0)
+      rc = sly_hello(c, "integ", &info, &err);
+    if (rc != SLY_E_BUSY || td_now_ms() >= end)
+      break;
+    sly_close(c);
+    c = NULL;
+    td_sleep_ms(20);
+  }
+  cr_assert_eq(rc, 0, "%s: connect: %s (%s)", after, err.message,
+               sly_code_name(rc));
+  sly_arena *a = NULL;
+  cr_assert_eq(sly_arena_create(c, 4096, &a, &err), 0, "%s: arena: %s", after,
+               err.message);
+  fx_array x, ref;
+  fx_read("linear_w.in0.npy", &x);
+  fx_read("linear_w.out0.npy", &ref);
+  sly_tensor in = fx_put(a, &x);
+  sly_result *r = NULL;
+  rc = sly_forward(c, "lin", &in, 1, &r, &err);
+  cr_assert_eq(rc, 0, "%s: good forward: %s: %s", after, sly_code_name(rc),
+               err.message);
+  fx_assert_match(sly_result_output(r, 0), &ref, FX_TOL_F32, after);
+  sly_result_free(r);
+  fx_array_free(&x);
+  fx_array_free(&ref);
+  sly_close(c);
+}
+
+void td_stop_clean(td *d) {
+  cr_assert(!d->exited, "slyced exited before td_stop_clean (status 0x%x)",
+            d->status);
+  td_assert_serving(d);
+  cr_assert(kill(d->pid, SIGTERM) == 0, "kill: %s", strerror(errno));
+  bool gone = td_wait_exit(d, TD_EXIT_TIMEOUT_MS);
+  char *err = td_read_tail(d->err_log, 1 << 16);
+  bool report =
+      err && (strstr(err, "Sanitizer") || strstr(err, "runtime error:"));
+  free(err);
+  if (!gone || !WIFEXITED(d->status) || WEXITSTATUS(d->status) != 0 ||
+      report) {
+    char *logs = td_logs(d, 8000);
+    cr_assert_fail("after SIGTERM slyced %s (status 0x%x)%s; logs:\n%s",
+                   gone ? "ended" : "still runs", d->status,
+                   report ? " with a sanitizer report" : "", logs ? logs : "");
+  }
+  td_destroy(d);
 }

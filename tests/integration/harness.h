@@ -140,4 +140,38 @@ long long td_now_ms(void);
  * NULL when it cannot be read. The caller frees it. */
 char *td_read_tail(const char *path, size_t max);
 
+/* ---- Back to baseline, for the hostile-client suites ---------------------
+ * After each hostile case the daemon must serve a good forward and hold the
+ * fds and roughly the memory it held before. */
+
+/* The daemon's resident set: VmRSS of /proc/PID/status, in KiB. */
+long td_rss_kib(const td *d);
+/* Whether RSS figures mean anything: not under a sanitizer, whose
+ * quarantine keeps freed memory resident on purpose (ASan in this build, or
+ * an instrumented $SLY_TEST_SLYCED). Leaks are then LeakSanitizer's job. */
+bool td_rss_meaningful(void);
+
+typedef struct {
+  int fds;      /* entries of /proc/PID/fd */
+  long rss_kib; /* VmRSS */
+} td_baseline;
+
+void td_baseline_take(const td *d, td_baseline *b);
+/* Waits up to TD_BASELINE_WAIT_MS for the fd count to come back to b->fds
+ * exactly (closes after a client's close are asynchronous), then asserts it
+ * and, when td_rss_meaningful(), that VmRSS is at most b->rss_kib +
+ * slack_kib. `after` names the case in the messages. */
+#define TD_BASELINE_WAIT_MS 5000
+void td_baseline_assert(const td *d, const td_baseline *b, long slack_kib,
+                        const char *after);
+
+/* Runs the fixture slice "lin" (fx_config()) on a fresh connection, retrying
+ * BUSY for a moment as td_assert_serving() does, and asserts PyTorch's
+ * output; `after` names the case in the messages. */
+void td_assert_forward_ok(const td *d, const char *after);
+
+/* td_stop(), and also asserts that the daemon's stderr holds no sanitizer
+ * report (a recoverable UBSan report does not change the exit status). */
+void td_stop_clean(td *d);
+
 #endif

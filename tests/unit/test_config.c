@@ -461,6 +461,23 @@ Test(config, the_socket_path_must_fit_sun_path) {
   expect_fail(json, "socket", "is 108 bytes");
 }
 
+/* Found by tests/fuzz (corpus/config/crash-socket-control-char): a socket
+ * path too long for sun_path went into the message as it was, so a control
+ * character in it broke the message's one line. */
+Test(config, a_socket_path_too_long_is_quoted_in_the_message) {
+  char p[128], json[256];
+  memset(p, 'x', sizeof(p));
+  memcpy(p, "/tmp/", 5);
+  /* 5 + 50 + 1 + 1 + 63 = 120 bytes once the escapes are decoded. */
+  memcpy(p + 55, "\\n\\u007f", 8);
+  p[55 + 8 + 63] = '\0';
+  snprintf(json, sizeof(json), "{\"socket\": \"%s\"}", p);
+  expect_fail(json, "socket", "is 120 bytes");
+  cr_assert_null(strpbrk(err, "\n\x7f"), "one line: %s", err);
+  cr_assert_not_null(strstr(err, ": \"/tmp/xx"), "%s", err);
+  cr_assert_not_null(strstr(err, "x\\x0a\\x7fx"), "%s", err);
+}
+
 Test(config, the_file_itself_must_be_a_json_object_of_at_most_4_mib) {
   expect_fail("[]", NULL, "expected an object at the top level, got an array");
   expect_fail("\"x\"", NULL, "expected an object at the top level");

@@ -254,6 +254,31 @@ Test(st_parse, rejects_names_that_are_empty_too_long_or_duplicated) {
           "duplicate tensor name 't'");
 }
 
+/* Found by tests/fuzz (corpus/safetensors/crash-name-control-char): names,
+ * keys and dtypes from the file went into messages as they were, so a "\n"
+ * escape or a control byte broke the message's one line, and a long name was
+ * cut inside a character. */
+Test(st_parse, shows_names_from_the_file_on_one_line_of_utf8) {
+  rejects("{\"a\\nb\x7f\":{\"dtype\":\"U8\",\"shape\":[1],"
+          "\"data_offsets\":[0,1],\"x\\t\":1}}",
+          1, "tensor 'a?b?': unknown field 'x?'");
+  rejects("{\"t\":{\"dtype\":\"U8\\r\",\"shape\":[1],"
+          "\"data_offsets\":[0,1]}}",
+          1, "unknown dtype 'U8?'");
+  rejects("{\"__metadata__\":{\"k\\n\":1}}", 0, "__metadata__.k?: expected");
+
+  /* "a" and 40 two-byte characters: the cut at 64 bytes falls inside the
+   * 32nd, which is left out whole. */
+  char json[256] = "{\"a", want[128] = "tensor 'a";
+  for (int i = 0; i < 40; i++)
+    strcat(json, "\xc3\xa9");
+  for (int i = 0; i < 31; i++)
+    strcat(want, "\xc3\xa9");
+  strcat(json, "\":[1]}");
+  strcat(want, "...': expected an object");
+  rejects(json, 0, want);
+}
+
 Test(st_parse, rejects_a_size_that_disagrees_with_dtype_and_shape) {
   rejects("{\"t\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,12]}}",
           12, "span 12 bytes, dtype and shape need 16");
