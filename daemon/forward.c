@@ -49,6 +49,13 @@ static uint64_t wall_ms(void) {
 
 static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
+/* Where an output of element size `a` goes after `pos` bytes of `out`:
+ * aligned in the region (clients check that), not merely within `out`. */
+static uint64_t out_next(const fwd_job *j, uint64_t pos, uint64_t a) {
+  uint64_t base = j->out_region != NULL ? j->out.offset : 0;
+  return align_up(base + pos, a) - base;
+}
+
 /* Brings slice i of the job to its compute tier and holds it there until
  * tiers_release; what comes next is prefetched meanwhile. A slice that
  * cannot be built is unavailable to forwards; memory stays NO_MEMORY so that
@@ -92,7 +99,7 @@ static int place_outputs(fwd_job *j, shim_values *v) {
     if (rc < 0)
       return proto_fail(&j->err, rc, "output %zu: %s", i, msg);
     t->nbytes = nbytes[i];
-    end = align_up(end, proto_dtype_size(t->dtype)) + nbytes[i];
+    end = out_next(j, end, proto_dtype_size(t->dtype)) + nbytes[i];
   }
   if (j->out_region != NULL && end > j->out.bytes) {
     proto_fail(&j->err, SLY_E_BAD_TENSOR,
@@ -107,7 +114,7 @@ static int place_outputs(fwd_job *j, shim_values *v) {
     proto_tensor *t = &j->outputs[i];
     void *dst;
     if (j->out_region != NULL) {
-      pos = align_up(pos, proto_dtype_size(t->dtype));
+      pos = out_next(j, pos, proto_dtype_size(t->dtype));
       t->region = j->out.region;
       t->offset = j->out.offset + pos;
       dst = (uint8_t *)j->out_region->base + t->offset;

@@ -252,6 +252,25 @@ Test(forward_errors, out_too_small_is_bad_tensor_with_needed) {
   /* Outputs written to the client cost the daemon no server region. */
   cr_assert_eq(td_maps_files(f.d->pid, "slyced-out", NULL, 0), 0,
                "the daemon made a server region for outputs given an out");
+
+  /* An `out` that starts off alignment: each output is aligned in the
+   * region (2 bytes of padding first), and `needed` counts the padding. */
+  o.out = out + 2;
+  o.out_bytes = 108;
+  cr_assert_eq(sly_forward_ex(f.c, &o, &in, 1, &r, &err), SLY_E_BAD_TENSOR,
+               "108 bytes at offset 2: %s", err.message);
+  cr_assert_eq(err.needed, 110, "needed %llu, want 110",
+               (unsigned long long)err.needed);
+  o.out_bytes = 110;
+  cr_assert_eq(sly_forward_ex(f.c, &o, &in, 1, &r, &err), 0, "%s",
+               err.message);
+  o0 = sly_result_output(r, 0);
+  o1 = sly_result_output(r, 1);
+  cr_assert_eq(o0->data, (void *)(out + 4), "output 0 not at out + 4");
+  cr_assert_eq(o1->data, (void *)(out + 100), "output 1 not right after 0");
+  fx_assert_match(o0, &t0, FX_TOL_F32, "ts_tuple out 0 at an odd out");
+  fx_assert_match(o1, &t1, FX_TOL_F32, "ts_tuple out 1 at an odd out");
+  sly_result_free(r);
   good_forward(&f);
   fx_array_free(&tx);
   fx_array_free(&t0);
