@@ -167,8 +167,25 @@ $(BUILD)/tests/bench/%: tests/bench/%.c $(BUILD)/libdaemon.a $(BUILD)/libproto.a
 	$(Q)$(CXX) -x c $(CFLAGS_ALL) $(CUDA_CFLAGS) -MMD -MP -MF $@.d -o $@ $< -x none $(BUILD)/libdaemon.a \
 	  $(BUILD)/libproto.a $(LDFLAGS_ALL) $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
 
-bench: $(BENCH_BIN)
-	@set -e; for b in $(BENCH_BIN); do echo "== $$b"; $$b; done
+# slybench (tests/bench/slybench.c) drives a real slyced through libslyce and
+# calls the torch shim in process for its floors; its parts live in
+# tests/bench/slybench/, out of the pattern's reach (one program per
+# tests/bench/*.c).
+SLYBENCH := $(BUILD)/tests/bench/slybench
+SLYBENCH_OBJ := $(call obj,tests/bench/slybench.c $(wildcard tests/bench/slybench/*.c))
+$(SLYBENCH_OBJ): CFLAGS_ALL += -DSLYBENCH_BUILD_DIR='"$(abspath $(BUILD))"' \
+  -DSLYBENCH_SOURCE_DIR='"$(CURDIR)"'
+
+$(SLYBENCH): $(SLYBENCH_OBJ) $(LIBSLYCE_A) $(BUILD)/libdaemon.a $(BUILD)/libproto.a
+	@mkdir -p $(dir $@)
+	@echo "  BENCH   $@"
+	$(Q)$(CXX) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
+
+# Under a minute of benchmarking on 2 cores; a missed target is reported, not failed.
+bench: $(BENCH_BIN) $(SLYCED)
+	@set -e; for b in $(filter-out $(SLYBENCH),$(BENCH_BIN)); do echo "== $$b"; $$b; done
+	@echo "== $(SLYBENCH)"
+	@$(SLYBENCH) --slyced $(abspath $(SLYCED))
 
 # Sanitizer runtime options; suppressions are limited to third-party code.
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
@@ -188,7 +205,7 @@ check: $(SLYCED)
 	@SLY_TEST_SLYCED=$(abspath $(SLYCED)) $(MAKE) --no-print-directory SANITIZE= BUILD=build check-integration
 else
 check: all
-	@$(MAKE) --no-print-directory check-unit check-integration check-units $(if $(SANITIZE),,check-install)
+	@$(MAKE) --no-print-directory check-unit check-integration check-units check-fuzz $(if $(SANITIZE),,check-install)
 endif
 
 check-unit: $(UNIT_BIN)
@@ -204,6 +221,51 @@ check-units: $(SLYCED)
 # the sanitizer runtime.
 check-install: $(SLYCED) $(SLYCTL) $(LIBSLYCE_SO) $(LIBSLYCE_A)
 	@bash tests/install/check_install.sh $(BUILD)
+
+# ---- Fuzzing (tests/fuzz/README.md) ----------------------------------------
+# libFuzzer targets built with clang, whatever CC says, and without libtorch:
+# each links the C files it exercises, compiled with the same sanitizers, plus
+# cJSON. `make fuzz` runs every target FUZZ_SECONDS on a copy of its corpus;
+# check-fuzz (part of `check`) is a short pass that fails on any crash.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_RUNS ?= 50000
+FUZZ_TARGETS ?= request tensor config npy safetensors
+FUZZ_DIR := $(BUILD)/fuzz
+FUZZ_SAN := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := -std=c11 -O1 -g -fno-omit-frame-pointer $(WARN) $(FUZZ_SAN) -D_GNU_SOURCE \
+  -iquote proto -iquote client -iquote daemon -iquote tests/fuzz $(PKG_CFLAGS)
+FUZZ_BIN := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
+fuzz_obj = $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(1))
+
+$(FUZZ_DIR)/fuzz_request $(FUZZ_DIR)/fuzz_tensor: $(call fuzz_obj,$(PROTO_SRC))
+$(FUZZ_DIR)/fuzz_npy: $(call fuzz_obj,client/npy.c $(PROTO_SRC))
+$(FUZZ_DIR)/fuzz_safetensors: $(call fuzz_obj,daemon/safetensors.c $(PROTO_SRC))
+$(FUZZ_DIR)/fuzz_config: $(call fuzz_obj,daemon/config.c daemon/config_json.c daemon/log.c $(PROTO_SRC))
+$(FUZZ_DIR)/fuzz_config: FUZZ_LIBS_EXTRA := $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null)
+
+$(FUZZ_DIR)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  FUZZCC  $<"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -MF $@.d -o $@ $< $(filter %.o,$^) \
+	  $(CJSON_LIBS) $(FUZZ_LIBS_EXTRA) -lpthread -lm
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: $(FUZZ_BIN)
+	@bash tests/fuzz/run.sh $(FUZZ_DIR) time $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+check-fuzz: $(FUZZ_BIN)
+	@bash tests/fuzz/run.sh $(FUZZ_DIR) smoke $(FUZZ_SMOKE_RUNS) $(FUZZ_TARGETS)
+
+.PHONY: fuzz fuzz-build check-fuzz
+-include $(wildcard $(FUZZ_DIR)/*.d $(FUZZ_DIR)/obj/*/*.d)
+# ---- end of Fuzzing ----------------------------------------------------------
 
 install: $(SLYCED) $(SLYCTL) $(LIBSLYCE_SO) $(LIBSLYCE_A)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "device_internal.h"
+#include "faults.h"
 #include "log.h"
 #include "slyce.h"
 
@@ -124,14 +125,26 @@ static void device__release(device *d, uint64_t bytes) {
   } while (!atomic_compare_exchange_weak(&d->used, &used, used - bytes));
 }
 
+/* A device lost to an injected fault (SLYCED_FAULTS device_lost); CUDA's
+ * own losses keep their cudaError_t in d->lost. */
+#define DEVICE__INJECTED_LOST (-1)
+
+static int device__lost_injected(device *d, char err[DEVICE_ERROR_MAX]) {
+  return device__fail(err, SLY_E_UNAVAILABLE,
+                      "%s is lost (injected by SLYCED_FAULTS device_lost)",
+                      device__name(d));
+}
+
 int device_alloc(device *d, uint64_t bytes, void **out,
                  char err[DEVICE_ERROR_MAX]) {
+  if (atomic_load(&d->lost) == DEVICE__INJECTED_LOST)
+    return device__lost_injected(d, err);
   /* Fault injection: decrement only while positive, so that concurrent
    * callers consume exactly n failures. */
   int n = atomic_load(&d->fail_next);
   while (n > 0 && !atomic_compare_exchange_weak(&d->fail_next, &n, n - 1))
     ;
-  if (n > 0)
+  if (n > 0 || faults_take(FAULT_DEVICE_ALLOC))
     return device__fail(err, SLY_E_NO_MEMORY,
                         "%s: out of device memory: asked %" PRIu64
                         " bytes (injected failure)",
@@ -171,6 +184,14 @@ int device_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
     return device__fail(err, SLY_E_INTERNAL, "%s: copy of %" PRIu64
                         " bytes with a NULL %s", device__name(d), bytes,
                         dst == NULL ? "destination" : "source");
+  if (atomic_load(&d->lost) == DEVICE__INJECTED_LOST)
+    return device__lost_injected(d, err);
+  if (faults_take(FAULT_DEVICE_LOST)) {
+    atomic_store(&d->lost, DEVICE__INJECTED_LOST);
+    log_error("%s: injected fault: the device is lost",
+              device__name(d));
+    return device__lost_injected(d, err);
+  }
   return d->sim ? device__sim_copy_in(d, dst, src, bytes, err)
                 : device__cuda_copy_in(d, dst, src, bytes, err);
 }
@@ -189,6 +210,14 @@ void device_get_stats(device *d, device_stats *out) {
     device__cuda_mem_info(d, &s.free_bytes, &s.total_bytes);
   }
   *out = s;
+}
+
+bool device_lost(device *d) {
+  if (d == NULL)
+    return false;
+  if (atomic_load(&d->lost) == 0 && !d->sim)
+    device__cuda_probe(d);
+  return atomic_load(&d->lost) != 0;
 }
 
 void device_sim_fail_next_allocs(device *d, int n) {

@@ -49,6 +49,13 @@ void device_free(device *d, void *p, uint64_t bytes);
 int device_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
                    char err[DEVICE_ERROR_MAX]);
 
+/* Whether the device is lost: a sticky error (CUDA's, after a device-side
+ * assert or an Xid, or an injected one) that fails every later call. On
+ * CUDA this probes the context, so it also catches an error that libtorch
+ * met first. The daemon must then fail what is in flight and exit. Any
+ * thread; accepts NULL (false). */
+bool device_lost(device *d);
+
 typedef struct {
   uint64_t budget, used, high_water;
   uint64_t free_bytes, total_bytes; /* the device's own figures (cudaMemGetInfo) */

@@ -157,6 +157,16 @@ int device__cuda_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
   return 0;
 }
 
+void device__cuda_probe(device *d) {
+  if (device__cuda_enter(d, NULL) < 0)
+    return;
+  /* Any call returns a sticky error; a query of our own stream is cheap and
+   * never waits. */
+  cudaError_t e = cudaStreamQuery((cudaStream_t)d->stream);
+  if (e != cudaSuccess && e != cudaErrorNotReady)
+    device__cuda_error(d, e, "cudaStreamQuery", NULL);
+}
+
 void device__cuda_mem_info(device *d, uint64_t *free_bytes,
                            uint64_t *total_bytes) {
   size_t f = 0, t = 0;
@@ -203,6 +213,8 @@ int device__cuda_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
   (void)bytes;
   return device__cuda_open(d, err);
 }
+
+void device__cuda_probe(device *d) { (void)d; }
 
 void device__cuda_mem_info(device *d, uint64_t *free_bytes,
                            uint64_t *total_bytes) {

@@ -36,6 +36,9 @@ struct device {
 };
 
 /* Fills err (may be NULL) and returns code. */
+/* cuda: asks the context whether a sticky error has hit it (marks lost). */
+void device__cuda_probe(device *d);
+
 int device__fail(char err[DEVICE_ERROR_MAX], int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "diskcache_int.h"
+#include "faults.h"
 #include "safetensors.h"
 #include "xxhash.h"
 
@@ -265,9 +266,11 @@ static void *dc_reader_run(void *arg) {
     size_t want =
         tail ? (size_t)(r->bytes - pos)
              : (size_t)(whole - pos < r->chunk ? whole - pos : r->chunk);
-    ssize_t n =
-        dc_pread(r->fd, tail ? r->block : r->dst + pos,
-                 tail ? DISKCACHE_ALIGN : want, r->data_off + pos, &r->direct);
+    int inj = pos == 0 ? faults_take(FAULT_DISK_READ) : 0;
+    ssize_t n = inj ? -inj
+                    : dc_pread(r->fd, tail ? r->block : r->dst + pos,
+                               tail ? DISKCACHE_ALIGN : want,
+                               r->data_off + pos, &r->direct);
     int rc = n < 0 ? (int)n : (size_t)n < want ? -EBADMSG : 0;
     if (rc == 0 && tail)
       memcpy(r->dst + pos, r->block, want);
@@ -527,7 +530,9 @@ int diskcache_write(const char *dir, const diskcache_layout *layout,
     tmp[0] = '\0';
     goto out;
   }
+  /* The injected fault strikes after the header, as a full disk would. */
   if ((rc = dc_pwrite_all(fd, hdr, header_len, 0)) != 0 ||
+      (rc = -faults_take(FAULT_DISK_WRITE)) != 0 ||
       (rc = dc_pwrite_all(fd, blob, layout->blob_bytes, header_len)) != 0) {
     diskcache__fail(err, rc, "write %s: %s", tmp, strerror(-rc));
     goto out;

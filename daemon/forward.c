@@ -27,6 +27,7 @@ typedef struct {
   proto_range out;
   bool load_only, remove_on_failure;
   bool tier_op; /* load, evict, pin, unpin */
+  bool device_lost; /* it failed because the device is lost */
   int tier;
   uint64_t retired[PROTO_MAX_IDS];
   size_t n_retired;
@@ -153,8 +154,7 @@ static void tier_run(fwd_job *j) {
   }
 }
 
-static void fwd_run(job *base) {
-  fwd_job *j = (fwd_job *)base;
+static void run_job(fwd_job *j) {
   char msg[SHIM_ERROR_MAX];
   if (j->tier_op) {
     tier_run(j);
@@ -207,6 +207,28 @@ static void fwd_run(job *base) {
       j->code = place_outputs(j, cur);
   }
   shim_values_free(cur);
+}
+
+/* A lost device (a sticky error) fails this job and every later one with
+ * UNAVAILABLE; the loop then makes the daemon exit (slyced_device_lost). */
+static void fwd_run(job *base) {
+  fwd_job *j = (fwd_job *)base;
+  tiers *t = &j->c->sd->tiers;
+  if (tiers_device_lost(t)) {
+    j->device_lost = true;
+    j->code = proto_fail(&j->err, SLY_E_UNAVAILABLE,
+                         "the device is lost; slyced restarts");
+    return;
+  }
+  run_job(j);
+  if (j->code < 0 && tiers_device_lost(t)) {
+    char was[PROTO_MESSAGE_MAX];
+    snprintf(was, sizeof(was), "%s", j->code < 0 ? j->err.message : "");
+    j->device_lost = true;
+    j->code = proto_fail(&j->err, SLY_E_UNAVAILABLE,
+                         "the device is lost%s%.200s%s; slyced restarts",
+                         was[0] ? " (" : "", was, was[0] ? ")" : "");
+  }
 }
 
 static cJSON *fwd_reply(fwd_job *j, int *fds, size_t *n_fds) {
@@ -273,7 +295,10 @@ static void job_free(fwd_job *j) {
 static void fwd_done(job *base) {
   fwd_job *j = (fwd_job *)base;
   conn *c = j->c;
-  if (j->base.cancelled)
+  if (j->base.cancelled && c->sd->device_lost)
+    j->code = proto_fail(&j->err, SLY_E_UNAVAILABLE,
+                         "the device is lost; slyced restarts");
+  else if (j->base.cancelled)
     j->code = proto_fail(&j->err, SLY_E_SHUTTING_DOWN,
                          "slyced stopped before this request ran");
   if (j->code < 0 && j->load_only && j->remove_on_failure) {
@@ -303,6 +328,8 @@ static void fwd_done(job *base) {
     conn_fill(c, j->slot, j->op, reply, fds, n_fds, j->start_us);
     cJSON_Delete(reply);
   }
+  if (j->device_lost)
+    slyced_device_lost(c->sd, j->err.message);
   job_free(j);
 }
 

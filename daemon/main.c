@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "faults.h"
 #include "log.h"
 #include "slyced.h"
 #include "torch_shim.h"
@@ -67,6 +68,16 @@ int main(int argc, char **argv) {
     config_free(cfg);
     return 1;
   }
+  /* Fault injection, for the fault tests only; loud when armed. */
+  const char *faults = getenv("SLYCED_FAULTS");
+  if (faults_init(faults, err) < 0) {
+    log_error("%s", err);
+    config_free(cfg);
+    return 1;
+  }
+  if (faults_armed())
+    log_warn("SLYCED_FAULTS=%s: fault injection is armed (for tests only)",
+             faults);
   /* A client that vanishes must cost a send() error, not the process. */
   signal(SIGPIPE, SIG_IGN);
   /* Weight blobs of a few MiB come and go; glibc's dynamic mmap threshold
@@ -84,7 +95,8 @@ int main(int argc, char **argv) {
     code = 1;
   } else {
     uv_run(&loop, UV_RUN_DEFAULT);
-    log_info("slyced stopped");
+    code = sd.exit_code;
+    log_info("slyced stopped%s", code ? " (exit status 1 for a restart)" : "");
   }
   slyced_free(&sd);
   uv_loop_close(&loop);

@@ -132,6 +132,16 @@ void slyced_begin_shutdown(slyced *sd, const char *why) {
   uv_timer_start(&sd->drain_timer, drain_start_cb, 0, 0);
 }
 
+void slyced_device_lost(slyced *sd, const char *why) {
+  if (sd->device_lost)
+    return;
+  sd->device_lost = true;
+  sd->exit_code = 1;
+  log_error("%s; failing queued requests and exiting for a restart", why);
+  executor_cancel_queued(&sd->exec);
+  slyced_begin_shutdown(sd, "device lost");
+}
+
 void slyced_conn_gone(slyced *sd) {
   if (sd->draining && sd->srv.n_conns == 0)
     drain_finish(sd, "complete");

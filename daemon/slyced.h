@@ -35,6 +35,7 @@ typedef struct slyced {
   executor exec; /* one device per daemon for now */
   bool draining;
   bool stopped; /* the drain is over and the loop was told to stop */
+  bool device_lost; /* what is queued fails UNAVAILABLE; we exit 1 */
   int exit_code;
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t drain_timer;
@@ -52,6 +53,11 @@ int slyced_reload(slyced *sd, char err[CONFIG_ERROR_MAX]);
 /* Stops accepting, lets in-flight requests finish within drain_timeout_ms,
  * then stops the loop. Idempotent. */
 void slyced_begin_shutdown(slyced *sd, const char *why);
+
+/* The device is lost (a sticky error): what is queued fails UNAVAILABLE,
+ * replies go out, and the daemon exits with status 1 so that systemd
+ * restarts it with a fresh context. Idempotent. */
+void slyced_device_lost(slyced *sd, const char *why);
 
 /* Called by the server when a connection goes away, so a drain can end. */
 void slyced_conn_gone(slyced *sd);

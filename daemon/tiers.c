@@ -683,6 +683,8 @@ int tiers_pin(tiers *t, slice *s, int tier, proto_error *err) {
   return rc;
 }
 
+bool tiers_device_lost(tiers *t) { return device_lost(t->dev); }
+
 void tiers_unpin(tiers *t, slice *s) {
   (void)t;
   atomic_store(&s->place.pinned_tier, -1);

@@ -128,6 +128,9 @@ int tiers_evict(tiers *t, struct slice *s, int tier, proto_error *err);
 int tiers_pin(tiers *t, struct slice *s, int tier, proto_error *err);
 void tiers_unpin(tiers *t, struct slice *s);
 
+/* Whether the GPU tier's device is lost (device_lost); false without one. */
+bool tiers_device_lost(tiers *t);
+
 /* Prefetch (prefetch.c). A pipeline `v` of n slices is about to run step
  * `cur`: the next prefetch_depth slices are protected from eviction and
  * queued for the mover, and every slice of it gets its next use as an
