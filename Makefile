@@ -138,17 +138,21 @@ $(LIBSLYCE_SO): $(CLIENT_OBJ) $(PROTO_OBJ) client/libslyce.map
 
 $(SLYCED): $(BUILD)/obj/daemon/main.o $(BUILD)/libdaemon.a $(BUILD)/libproto.a
 	@echo "  LD      $@"
-	$(Q)$(CXX) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
+	$(Q)$(CXX) $(LDFLAGS_ALL) -o $@ $(filter %.o %.a,$^) $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
 
 $(SLYCTL): $(call obj,$(SLYCTL_SRC)) $(LIBSLYCE_A)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(CJSON_LIBS) -lm
 
-$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libdaemon.a $(BUILD)/libproto.a | torch-check
+# Test and bench programs that link libdaemon are C compiled by $(CC) and
+# linked by $(CXX) (libtorch needs the C++ runtime): `g++ -x c` would search
+# the C++ headers first, which on some systems shadow C's <stdlib.h>.
+$(call obj,$(UNIT_SRC)): CFLAGS_ALL += -iquote tests
+
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libdaemon.a $(BUILD)/libproto.a
 	@mkdir -p $(dir $@)
 	@echo "  TEST    $@"
-	$(Q)$(CXX) -x c $(CFLAGS_ALL) $(CUDA_CFLAGS) -iquote tests -MMD -MP -MF $@.d -o $@ $< -x none $(BUILD)/libdaemon.a $(BUILD)/libproto.a \
-	  $(LDFLAGS_ALL) -lcriterion $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
+	$(Q)$(CXX) $(LDFLAGS_ALL) -o $@ $(filter %.o %.a,$^) -lcriterion $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
 
 $(BUILD)/tests/integration/%: tests/integration/%.c $(INTEG_HELPER_OBJ) $(LIBSLYCE_A) | torch-check
 	@mkdir -p $(dir $@)
@@ -161,11 +165,10 @@ $(INTEG_HELPER_OBJ): CFLAGS_ALL += -iquote tests -iquote tests/integration \
   -DSLY_TEST_BUILD_DIR='"$(abspath $(BUILD))"' -DSLY_TEST_SOURCE_DIR='"$(CURDIR)"'
 
 # Benchmarks print ratios measured side by side in one run (tests/bench/README.md).
-$(BUILD)/tests/bench/%: tests/bench/%.c $(BUILD)/libdaemon.a $(BUILD)/libproto.a | torch-check
+$(BUILD)/tests/bench/%: $(BUILD)/obj/tests/bench/%.o $(BUILD)/libdaemon.a $(BUILD)/libproto.a
 	@mkdir -p $(dir $@)
 	@echo "  BENCH   $@"
-	$(Q)$(CXX) -x c $(CFLAGS_ALL) $(CUDA_CFLAGS) -MMD -MP -MF $@.d -o $@ $< -x none $(BUILD)/libdaemon.a \
-	  $(BUILD)/libproto.a $(LDFLAGS_ALL) $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
+	$(Q)$(CXX) $(LDFLAGS_ALL) -o $@ $(filter %.o %.a,$^) $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
 
 # slybench (tests/bench/slybench.c) drives a real slyced through libslyce and
 # calls the torch shim in process for its floors; its parts live in
@@ -179,7 +182,7 @@ $(SLYBENCH_OBJ): CFLAGS_ALL += -DSLYBENCH_BUILD_DIR='"$(abspath $(BUILD))"' \
 $(SLYBENCH): $(SLYBENCH_OBJ) $(LIBSLYCE_A) $(BUILD)/libdaemon.a $(BUILD)/libproto.a
 	@mkdir -p $(dir $@)
 	@echo "  BENCH   $@"
-	$(Q)$(CXX) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
+	$(Q)$(CXX) $(LDFLAGS_ALL) -o $@ $(filter %.o %.a,$^) $(PKG_LIBS) $(TORCH_LIBS) $(CUDA_LIBS) -lpthread -lm
 
 # Under a minute of benchmarking on 2 cores; a missed target is reported, not failed.
 bench: $(BENCH_BIN) $(SLYCED)

@@ -153,6 +153,14 @@ void tiers__forget_hints(tiers *t, slice *s) {
   }
 }
 
+/* Tells pipelines apart (a hash of their slices), to see one repeat. */
+static uint64_t pipeline_sig(slice *const *v, size_t n) {
+  uint64_t h = 1469598103934665603ull ^ n;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (uint64_t)(uintptr_t)v[i]) * 1099511628211ull;
+  return h;
+}
+
 /* Steps from position `cur` to the next use of v[i] in a pipeline of n that
  * repeats: the nearest later occurrence, else the first one in the next
  * pass. */
@@ -170,18 +178,30 @@ void tiers_pipeline_step(tiers *t, slice *const *v, size_t n, size_t cur) {
     v[i]->place.needed_next = false;
     v[i]->place.next_use_at = t->tick + steps_to(v, n, cur, i);
   }
-  for (size_t k = 1; k <= t->conf.prefetch_depth && cur + k < n; k++) {
-    slice *s = v[cur + k];
+  /* The window is the next prefetch_depth slices that need a move, and
+   * every resident one before them: the copies keep going while resident
+   * slices compute, and nothing the pipeline reaches first is pushed out. */
+  /* A pipeline that ran last time too is taken to run again: its window
+   * wraps into the next pass, so the next forward finds its first slices
+   * in. */
+  size_t horizon = pipeline_sig(v, n) == t->last_pipeline ? n - 1 : n - 1 - cur;
+  uint64_t moves = 0;
+  for (size_t d = 1; d <= horizon && moves < t->conf.prefetch_depth; d++) {
+    slice *s = v[(cur + d) % n];
     if (s == v[cur])
       continue;
     s->place.needed_next = true;
-    enqueue(t, s);
+    if (!at_compute_tier(t, s)) {
+      enqueue(t, s);
+      moves++;
+    }
   }
   pthread_mutex_unlock(&t->mu);
 }
 
 void tiers_pipeline_end(tiers *t, slice *const *v, size_t n) {
   pthread_mutex_lock(&t->mu);
+  t->last_pipeline = pipeline_sig(v, n);
   for (size_t i = 0; i < n; i++)
     v[i]->place.needed_next = false;
   pthread_mutex_unlock(&t->mu);

@@ -102,6 +102,8 @@ struct shim_module {
   // undefined before the first bind.
   at::Tensor bound_blob;
   bool bound = false;
+  // A built-in's `weights` file not read yet (shim_module_create_deferred).
+  std::string pending_weights;
 };
 
 struct shim_values {

@@ -438,6 +438,13 @@ static int ensure_host(tiers *t, slice *s, bool ahead, proto_error *err) {
         discard_module(s);
         return ensure_host(t, s, ahead, err);
       }
+      rc = tiers__fill(t, s, err);
+      if (rc < 0) {
+        hostmem_free(h, bytes, pinned);
+        unreserve_host(t, bytes);
+        discard_module(s);
+        return rc;
+      }
       memcpy(h, fresh, bytes);
     }
   }

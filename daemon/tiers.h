@@ -92,6 +92,7 @@ typedef struct tiers {
   struct slice *queue[TIERS_PREFETCH_QUEUE]; /* for the mover, referenced */
   size_t queued;
   struct slice *last_single; /* slice of the last one-slice forward (ref) */
+  uint64_t last_pipeline;    /* signature of the last pipeline that ran */
   size_t n_busy;
   uint64_t tick;
   /* Figures for stats. */
@@ -132,9 +133,10 @@ void tiers_unpin(tiers *t, struct slice *s);
 bool tiers_device_lost(tiers *t);
 
 /* Prefetch (prefetch.c). A pipeline `v` of n slices is about to run step
- * `cur`: the next prefetch_depth slices are protected from eviction and
- * queued for the mover, and every slice of it gets its next use as an
- * eviction hint (the pipeline is taken to repeat). */
+ * `cur`: the next prefetch_depth slices not in the compute tier are queued
+ * for the mover, and they and the resident ones before them are protected
+ * from eviction; every slice of it gets its next use as an eviction hint
+ * (the pipeline is taken to repeat). */
 void tiers_pipeline_step(tiers *t, struct slice *const *v, size_t n,
                          size_t cur);
 /* The pipeline is done: nothing of it is protected any more. */

@@ -108,8 +108,9 @@ int tiers__build(tiers *t, slice *s, proto_error *err) {
   pthread_mutex_unlock(&t->mu);
   uint64_t t0 = tiers__now_ns();
   shim_module *m;
-  int rc = shim_module_create(s->constructor, s->config, s->config_dir, "cpu",
-                              &m, msg);
+  /* The weights are read only when no cache file holds them. */
+  int rc = shim_module_create_deferred(s->constructor, s->config,
+                                       s->config_dir, "cpu", &m, msg);
   size_t n = 0;
   diskcache_entry *e = rc < 0 ? NULL : layout_of(m, &n);
   if (rc == 0 && e == NULL) {
@@ -124,6 +125,15 @@ int tiers__build(tiers *t, slice *s, proto_error *err) {
     p->n_entries = n;
     p->bytes = shim_module_blob_bytes(m);
     cache_key(t, s);
+    if (!p->on_disk)
+      rc = shim_module_fill(m, msg);
+    if (rc < 0) {
+      shim_module_free(m);
+      s->module = NULL;
+      free(p->entries);
+      p->entries = NULL;
+      p->n_entries = 0;
+    }
   }
   uint64_t ns = tiers__now_ns() - t0;
   pthread_mutex_lock(&t->mu);
@@ -138,7 +148,26 @@ int tiers__build(tiers *t, slice *s, proto_error *err) {
   tiers__path_add(&t->build, p->bytes, ns);
   log_info("slice %s: built (%s, %llu bytes in %zu tensors, %.1f ms)%s",
            s->name, s->constructor, (unsigned long long)p->bytes, n,
-           (double)ns / 1e6, p->on_disk ? "; a cache file exists" : "");
+           (double)ns / 1e6,
+           !p->on_disk                ? ""
+           : shim_module_filled(s->module) ? "; a cache file exists"
+                                           : "; a cache file exists, its "
+                                             "weights file is not read");
+  return 0;
+}
+
+int tiers__fill(tiers *t, slice *s, proto_error *err) {
+  if (s->module == NULL || shim_module_filled(s->module))
+    return 0;
+  char msg[SHIM_ERROR_MAX];
+  pthread_mutex_unlock(&t->mu);
+  int rc = shim_module_fill(s->module, msg);
+  pthread_mutex_lock(&t->mu);
+  if (rc < 0) {
+    log_error("slice %s: reading its weights: %s", s->name, msg);
+    return proto_fail(err, rc, "%s", msg);
+  }
+  log_info("slice %s: weights read from its weights file", s->name);
   return 0;
 }
 

@@ -37,6 +37,8 @@ int tiers__ensure(tiers *t, struct slice *s, int tier, proto_error *err);
  * copy when there is none. */
 int tiers__build(tiers *t, struct slice *s, proto_error *err);
 void tiers__write_cache(tiers *t, struct slice *s);
+/* Reads the weights a build deferred (the cache file turned out bad). */
+int tiers__fill(tiers *t, struct slice *s, proto_error *err);
 
 /* prefetch.c: the mover thread, and the hints a slice leaves behind. */
 int tiers__mover_start(tiers *t);

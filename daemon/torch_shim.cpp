@@ -279,9 +279,9 @@ extern "C" const char *const *shim_constructors(void) {
   return names;
 }
 
-extern "C" int shim_module_create(const char *constructor, const cJSON *config,
-                                  const char *config_dir, const char *device,
-                                  shim_module **out, char err[SHIM_ERROR_MAX]) {
+static int create(const char *constructor, const cJSON *config,
+                  const char *config_dir, const char *device, bool defer,
+                  shim_module **out, char err[SHIM_ERROR_MAX]) {
   SHIM_GUARD(err, SLY_E_INTERNAL, {
     if (!constructor || !out)
       shim::fail(SLY_E_INTERNAL, "shim_module_create: NULL argument");
@@ -301,12 +301,47 @@ extern "C" int shim_module_create(const char *constructor, const cJSON *config,
                  "mlp, transformer_encoder_layer)", constructor);
     }
     shim::pack_blob(m.get());
-    if (!weights.empty())
+    if (defer)
+      m->pending_weights = weights;
+    else if (!weights.empty())
       shim::load_weights(m.get(), weights, "config.weights");
     shim::move_to_device(m.get(), dev);
     *out = m.release();
     return 0;
   })
+}
+
+extern "C" int shim_module_create(const char *constructor, const cJSON *config,
+                                  const char *config_dir, const char *device,
+                                  shim_module **out, char err[SHIM_ERROR_MAX]) {
+  return create(constructor, config, config_dir, device, false, out, err);
+}
+
+extern "C" int shim_module_create_deferred(const char *constructor,
+                                           const cJSON *config,
+                                           const char *config_dir,
+                                           const char *device,
+                                           shim_module **out,
+                                           char err[SHIM_ERROR_MAX]) {
+  return create(constructor, config, config_dir, device, true, out, err);
+}
+
+extern "C" int shim_module_fill(shim_module *m, char err[SHIM_ERROR_MAX]) {
+  SHIM_GUARD(err, SLY_E_INTERNAL, {
+    if (!m)
+      shim::fail(SLY_E_INTERNAL, "shim_module_fill: NULL module");
+    if (m->bound)
+      shim::fail(SLY_E_INTERNAL, "shim_module_fill: the module is bound");
+    std::string path;
+    path.swap(m->pending_weights);
+    if (!path.empty())
+      shim::load_weights(m, path, "config.weights");
+    return 0;
+  })
+}
+
+extern "C" int shim_module_filled(const shim_module *m) {
+  return m && m->pending_weights.empty() ? 1 : 0;
 }
 
 extern "C" void shim_module_free(shim_module *m) { SHIM_GUARD_VOID(delete m;) }

@@ -61,6 +61,20 @@ int shim_module_create(const char *constructor, const cJSON *config,
                        shim_module **out, char err[SHIM_ERROR_MAX]);
 void shim_module_free(shim_module *m);
 
+/* The same, but a built-in's `weights` file is not read yet: the blob holds
+ * the constructor's own values until shim_module_fill. For a restart that
+ * finds the slice's cache file, whose bytes replace the blob's: the layout
+ * is known without reading the weights. TorchScript reads its file anyway. */
+int shim_module_create_deferred(const char *constructor, const cJSON *config,
+                                const char *config_dir, const char *device,
+                                shim_module **out, char err[SHIM_ERROR_MAX]);
+/* Reads the deferred weights into the blob (nothing when there are none or
+ * they are read already). Not after shim_module_bind. Same codes as
+ * shim_module_create. */
+int shim_module_fill(shim_module *m, char err[SHIM_ERROR_MAX]);
+/* 1 when the blob holds the slice's real weights (nothing deferred). */
+int shim_module_filled(const shim_module *m);
+
 /* Size of the weight blob (parameters and buffers, with alignment). */
 uint64_t shim_module_blob_bytes(const shim_module *m);
 /* How many tensors the blob holds. */

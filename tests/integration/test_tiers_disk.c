@@ -16,6 +16,7 @@
 
 #include <criterion/criterion.h>
 
+#include "fixtures.h"
 #include "harness.h"
 #include "rawconn.h"
 #include "tierkit.h"
@@ -439,4 +440,54 @@ Test(tiers_disk, kill_9_while_writing_leaves_no_torn_file) {
   td_stop(b);
   tk_cache_remove(dir);
   free(ref);
+}
+
+/* A built-in with a weights file: a restart that finds its cache file never
+ * reads the weights file (only the layout is built), and a bad cache file
+ * makes it read them after all. Outputs match PyTorch's every time. */
+Test(tiers_disk, a_restart_reads_the_cache_file_not_the_weights_file) {
+  char dir[TD_PATH_MAX];
+  tk_cache_new(dir);
+  char keys[TD_PATH_MAX + 64];
+  snprintf(keys, sizeof keys, "\"disk_cache_path\": \"%s\"", dir);
+  char *cfg = fx_config(NULL, keys);
+  td *a = td_start(cfg);
+  td_assert_forward_ok(a, "daemon A");
+  td_stop(a);
+  cr_assert_eq(tk_cache_files(dir), 1, "daemon A left %d cache files, want "
+               "lin's", tk_cache_files(dir));
+
+  td *b = td_start(cfg);
+  td_assert_forward_ok(b, "daemon B");
+  char *log = tk_log(b);
+  cr_assert_eq(tk_count_lines(log, "slice lin: built",
+                              "its weights file is not read"), 1,
+               "B did not defer lin's weights to its cache file:\n%s", log);
+  cr_assert_eq(tk_count_lines(log, "slice lin: weights read", NULL), 0,
+               "B read lin's weights file although its cache file is good");
+  free(log);
+  td_stop(b);
+
+  /* Damage the cache file (its last byte is lin's data): C must read the
+   * weights file after all, and still answer right. */
+  char path[TD_PATH_MAX + 64];
+  tk_cache_only(dir, path);
+  struct stat st;
+  cr_assert_eq(stat(path, &st), 0);
+  int fd = open(path, O_RDWR);
+  cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+  unsigned char byte;
+  cr_assert_eq(pread(fd, &byte, 1, st.st_size - 1), 1);
+  byte ^= 0x01;
+  cr_assert_eq(pwrite(fd, &byte, 1, st.st_size - 1), 1);
+  close(fd);
+  td *c = td_start(cfg);
+  td_assert_forward_ok(c, "daemon C, cache file damaged");
+  log = tk_log(c);
+  cr_assert_eq(tk_count_lines(log, "slice lin: weights read", NULL), 1,
+               "C did not read lin's weights after its cache file was bad");
+  free(log);
+  td_stop(c);
+  free(cfg);
+  tk_cache_remove(dir);
 }

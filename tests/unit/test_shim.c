@@ -383,3 +383,48 @@ Test(shim, weights_must_match_the_module_exactly) {
   make_fails("linear", json, "cpu", SLY_E_BAD_REQUEST, "not a safetensors file");
   tensor_free(&w), tensor_free(&b), tensor_free(&extra);
 }
+
+/* A deferred build leaves the weights file unread: same layout, the
+ * constructor's own values, until shim_module_fill reads the file. */
+Test(shim, a_deferred_build_reads_its_weights_only_when_filled) {
+  tensor w = TENSOR(PROTO_DTYPE_FLOAT32, 3, 4), b = TENSOR(PROTO_DTYPE_FLOAT32, 3);
+  float *W = w.data, *B = b.data;
+  for (int i = 0; i < 12; i++)
+    W[i] = 100.0f + (float)i; /* far from any initialiser's range */
+  for (int i = 0; i < 3; i++)
+    B[i] = -100.0f;
+  char path[128], cfg[256];
+  snprintf(path, sizeof(path), "%s/lin.safetensors", tmp);
+  st_write(path, 2, (const char *const[]){"weight", "bias"},
+           (tensor[]){w, b});
+  snprintf(cfg, sizeof(cfg), "{\"in_features\": 4, \"out_features\": 3, "
+           "\"weights\": \"%s\"}", path);
+  cJSON *c = cJSON_Parse(cfg);
+  shim_module *full, *def;
+  cr_assert_eq(shim_module_create("linear", c, NULL, "cpu", &full, err), 0,
+               "%s", err);
+  cr_assert_eq(shim_module_create_deferred("linear", c, NULL, "cpu", &def,
+                                           err), 0, "%s", err);
+  cJSON_Delete(c);
+  cr_assert(shim_module_filled(full));
+  cr_assert_not(shim_module_filled(def));
+  uint64_t n = shim_module_blob_bytes(full);
+  cr_assert_eq(shim_module_blob_bytes(def), n, "the layouts differ");
+  cr_assert_neq(memcmp(shim_module_blob_data(full), shim_module_blob_data(def),
+                       n), 0, "the deferred build read the weights");
+  cr_assert_eq(shim_module_fill(def, err), 0, "%s", err);
+  cr_assert(shim_module_filled(def));
+  cr_assert_eq(memcmp(shim_module_blob_data(full), shim_module_blob_data(def),
+                      n), 0, "filled, the blob differs from a full build");
+  /* A missing file is found at fill time, with create's code. */
+  shim_module_free(def);
+  cr_assert_eq(unlink(path), 0);
+  c = cJSON_Parse(cfg);
+  cr_assert_eq(shim_module_create_deferred("linear", c, NULL, "cpu", &def,
+                                           err), 0,
+               "a deferred build opened the weights file: %s", err);
+  cJSON_Delete(c);
+  cr_assert_eq(shim_module_fill(def, err), SLY_E_NOT_FOUND, "%s", err);
+  shim_module_free(def);
+  shim_module_free(full);
+}
