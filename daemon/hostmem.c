@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #ifdef SLY_HAVE_CUDA
@@ -26,6 +27,10 @@
 #include "log.h"
 
 #define HOSTMEM__ALIGN 4096u
+/* Blobs this big get 2 MiB alignment and transparent huge pages: a fresh
+ * blob is filled from disk or copied into at once, and 512 times fewer page
+ * faults make that fill run near the disk's speed. */
+#define HOSTMEM__HUGE (2u << 20)
 
 static atomic_int hostmem__method = HOSTMEM_PAGEABLE;
 static _Atomic uint64_t hostmem__pinned_live;
@@ -129,9 +134,12 @@ void *hostmem_alloc(uint64_t bytes, bool *pinned) {
     hostmem__warn_pin_failed(n, "cudaHostAlloc", e);
   }
 #endif
-  void *p = aligned_alloc(HOSTMEM__ALIGN, n);
+  bool huge = n >= HOSTMEM__HUGE;
+  void *p = aligned_alloc(huge ? HOSTMEM__HUGE : HOSTMEM__ALIGN, n);
   if (p == NULL)
     return NULL;
+  if (huge)
+    (void)madvise(p, n & ~(size_t)(HOSTMEM__HUGE - 1), MADV_HUGEPAGE);
 #ifdef SLY_HAVE_CUDA
   if (m == HOSTMEM_REGISTER) {
     hostmem__touch(p, n);
