@@ -239,13 +239,16 @@ fi
 
 # --- GPU tests and benchmark: Makefile targets, when they exist -------------
 # A target that would run `make deps` is refused: nothing may install here.
-# --- forward tests on the GPU ------------------------------------------------
-# The same forward tests, with every daemon they start on $device (harness.c:
-# SLY_TEST_DEVICE), compared with PyTorch's CPU references.
+# --- forward, tier and fault tests on the GPU --------------------------------
+# The same tests, with every daemon they start on $device (harness.c:
+# SLY_TEST_DEVICE; the tier tests then use it for their GPU tier instead of
+# sim, tierkit.c), compared with PyTorch's CPU references.
 gpu_forward() {
   local b rc=0
   export LD_LIBRARY_PATH=$sysroot_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  for b in "$BUILD"/tests/integration/test_forward_*; do
+  for b in "$BUILD"/tests/integration/test_forward_* "$BUILD"/tests/integration/test_tiers_* \
+           "$BUILD"/tests/integration/test_faults; do
+    case $b in *.d) continue ;; esac
     [ -x "$b" ] || continue
     echo "== $b (SLY_TEST_DEVICE=$device)"
     SLY_TEST_DEVICE=$device OMP_NUM_THREADS=1 timeout 300 "$b" --jobs 2 || rc=1
