@@ -135,8 +135,10 @@ void *hostmem_alloc(uint64_t bytes, bool *pinned) {
   }
 #endif
   bool huge = n >= HOSTMEM__HUGE;
-  void *p = aligned_alloc(huge ? HOSTMEM__HUGE : HOSTMEM__ALIGN, n);
-  if (p == NULL)
+  /* posix_memalign: aligned_alloc wants sizes that are a multiple of the
+   * alignment. */
+  void *p = NULL;
+  if (posix_memalign(&p, huge ? HOSTMEM__HUGE : HOSTMEM__ALIGN, n) != 0)
     return NULL;
   if (huge)
     (void)madvise(p, n & ~(size_t)(HOSTMEM__HUGE - 1), MADV_HUGEPAGE);
