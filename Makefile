@@ -5,6 +5,9 @@
 #   make test       deps, then build and run every test
 #   make check      build and run every test without touching the network
 #   make run        deps, build, serve config/slyced.json in the foreground
+#   make bench      benchmarks, each a ratio against its floor (tests/bench/)
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS (tests/fuzz/)
+#   make soak       many clients with evictions for SOAK_SECONDS (tests/soak/)
 #   make install    PREFIX=/usr/local DESTDIR=
 #
 # Knobs: VENV= (PyTorch venv, shared by every clone), TORCH_DIR= (any
@@ -269,6 +272,8 @@ check-fuzz: $(FUZZ_BIN)
 .PHONY: fuzz fuzz-build check-fuzz
 -include $(wildcard $(FUZZ_DIR)/*.d $(FUZZ_DIR)/obj/*/*.d)
 # ---- end of Fuzzing ----------------------------------------------------------
+
+include tests/soak/soak.mk
 
 install: $(SLYCED) $(SLYCTL) $(LIBSLYCE_SO) $(LIBSLYCE_A)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \

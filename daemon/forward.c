@@ -344,7 +344,8 @@ static fwd_job *job_new(conn *c, int op, uint64_t req_id, uint64_t start_us,
   j->op = op;
   j->req_id = req_id;
   j->start_us = start_us;
-  memcpy(j->retired, retired, n_retired * sizeof(*retired));
+  if (n_retired > 0) /* retired may be NULL then */
+    memcpy(j->retired, retired, n_retired * sizeof(*retired));
   j->n_retired = n_retired;
   j->slices = calloc(n > 0 ? n : 1, sizeof(*j->slices));
   if (j->slices == NULL) {
