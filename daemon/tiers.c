@@ -582,12 +582,23 @@ static int make_resident(tiers *t, slice *s, proto_error *err) {
   }
 }
 
-int tiers_acquire(tiers *t, slice *s, proto_error *err) {
+/* What every op that uses `s` does first and last: the mutex, a tick of the
+ * logical clock, removed slices reaped, `s` tracked and claimed. */
+static void op_begin(tiers *t, slice *s) {
   pthread_mutex_lock(&t->mu);
   reap(t);
   t->tick++;
   tiers__track(t, s);
   tiers__claim(t, s);
+}
+
+static void op_end(tiers *t, slice *s) {
+  tiers__unclaim(t, s);
+  pthread_mutex_unlock(&t->mu);
+}
+
+int tiers_acquire(tiers *t, slice *s, proto_error *err) {
+  op_begin(t, s);
   tier_place *p = &s->place;
   int ct = tiers__compute_tier(t);
   bool hit = ct == TIER_GPU ? p->dev != NULL : p->host != NULL;
@@ -608,8 +619,7 @@ int tiers_acquire(tiers *t, slice *s, proto_error *err) {
       evict_touch(&p->ev_gpu, t->tick, TIERS_HALF_LIFE);
   }
   settle_state(s, rc);
-  tiers__unclaim(t, s);
-  pthread_mutex_unlock(&t->mu);
+  op_end(t, s);
   return rc;
 }
 
@@ -635,14 +645,9 @@ static int load_locked(tiers *t, slice *s, int tier, proto_error *err) {
 }
 
 int tiers_load(tiers *t, slice *s, int tier, proto_error *err) {
-  pthread_mutex_lock(&t->mu);
-  reap(t);
-  t->tick++;
-  tiers__track(t, s);
-  tiers__claim(t, s);
+  op_begin(t, s);
   int rc = load_locked(t, s, tier, err);
-  tiers__unclaim(t, s);
-  pthread_mutex_unlock(&t->mu);
+  op_end(t, s);
   return rc;
 }
 
@@ -675,18 +680,13 @@ int tiers_evict(tiers *t, slice *s, int tier, proto_error *err) {
 }
 
 int tiers_pin(tiers *t, slice *s, int tier, proto_error *err) {
-  pthread_mutex_lock(&t->mu);
-  reap(t);
-  t->tick++;
-  tiers__track(t, s);
-  tiers__claim(t, s);
+  op_begin(t, s);
   int rc = load_locked(t, s, tier, err);
   if (rc == 0) {
     atomic_store(&s->place.pinned_tier, tier);
     log_info("slice %s: pinned at %s", s->name, tier_name(tier));
   }
-  tiers__unclaim(t, s);
-  pthread_mutex_unlock(&t->mu);
+  op_end(t, s);
   return rc;
 }
 

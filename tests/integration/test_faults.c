@@ -40,6 +40,14 @@ static td *start_with(const tk_model *m, const char *device, const char *keys,
   return d;
 }
 
+/* A sim daemon with room for both slices on its GPU tier, no prefetch. */
+static td *start_sim(const tk_model *m, const char *faults) {
+  return start_with(m, "sim",
+                    "\"gpu_strategy\": \"limit_gpu\", \"max_gpu_mem_mb\": 64, "
+                    "\"gpu_reserve_mb\": 8, \"prefetch_depth\": 0",
+                    faults);
+}
+
 static char *cache_keys(const char *dir) {
   char *keys = NULL;
   cr_assert(asprintf(&keys, "\"max_cpu_mem_mb\": 64, \"disk_cache_path\": "
@@ -163,10 +171,7 @@ Test(faults, a_device_allocation_failure_evicts_and_retries) {
   two_slices(&m);
   tk_ref *ref = tk_reference(&m);
   /* The second allocation fails: f1's, while f0 is on the device. */
-  td *d = start_with(&m, "sim",
-                     "\"gpu_strategy\": \"limit_gpu\", \"max_gpu_mem_mb\": 64, "
-                     "\"gpu_reserve_mb\": 8, \"prefetch_depth\": 0",
-                     "device_alloc=1@1");
+  td *d = start_sim(&m, "device_alloc=1@1");
   tk_client k;
   tk_open(&k, d);
   tk_forward_check(&k, "f0", NULL, ref->slice[0], "f0");
@@ -191,10 +196,7 @@ Test(faults, a_lost_device_fails_in_flight_and_exits_1) {
   two_slices(&m);
   tk_ref *ref = tk_reference(&m);
   /* The third copy to the device finds it lost. */
-  td *d = start_with(&m, "sim",
-                     "\"gpu_strategy\": \"limit_gpu\", \"max_gpu_mem_mb\": 64, "
-                     "\"gpu_reserve_mb\": 8, \"prefetch_depth\": 0",
-                     "device_lost=3");
+  td *d = start_sim(&m, "device_lost=3");
   tk_client k;
   tk_open(&k, d);
   tk_forward_check(&k, "f0", NULL, ref->slice[0], "f0 before");
