@@ -16,6 +16,8 @@
 
 #include "slyce.h"
 #include "slyctl_forward.h"
+#include "slyctl_fmt.h"
+#include "slyctl_top.h"
 
 #ifndef SLY_VERSION
 #define SLY_VERSION "unknown"
@@ -46,107 +48,9 @@ typedef struct {
   int (*check)(int argc, char **argv);
 } ctl_command;
 
-/* ---- JSON helpers: the reply of an op, without "id" and "ok" ---- */
-
-/* Sends {"op": op} and returns the parsed reply. The caller frees *out with
- * cJSON_Delete(). */
+/* Sends {"op": op}; the reply without "id" and "ok" (sly__ctl_request). */
 static int ctl_request(ctl *x, const char *op, cJSON **out, sly_error *err) {
-  char req[128];
-  snprintf(req, sizeof(req), "{\"op\":\"%s\"}", op);
-  char *text = NULL;
-  int rc = sly_request_json(x->conn, req, &text, err);
-  if (rc < 0) {
-    free(text);
-    return rc;
-  }
-  cJSON *r = cJSON_Parse(text);
-  free(text);
-  if (r == NULL) {
-    snprintf(err->message, sizeof(err->message), "out of memory");
-    return err->code = SLY_E_NO_MEMORY;
-  }
-  cJSON_DeleteItemFromObjectCaseSensitive(r, "id");
-  cJSON_DeleteItemFromObjectCaseSensitive(r, "ok");
-  *out = r;
-  return 0;
-}
-
-static void print_json(const cJSON *j) {
-  char *s = cJSON_Print(j);
-  if (s != NULL)
-    printf("%s\n", s);
-  free(s);
-}
-
-/* The number at a dotted path ("requests.latency_us.p50"), or NAN. */
-static double jnum(const cJSON *j, const char *path) {
-  char key[64];
-  while (j != NULL && *path != '\0') {
-    size_t n = strcspn(path, ".");
-    if (n >= sizeof(key))
-      return NAN;
-    memcpy(key, path, n);
-    key[n] = '\0';
-    j = cJSON_GetObjectItemCaseSensitive(j, key);
-    path += n + (path[n] == '.');
-  }
-  return cJSON_IsNumber(j) ? j->valuedouble : NAN;
-}
-
-/* ---- human formatting ---- */
-
-static const char *fmt_bytes(double b, char *buf, size_t size) {
-  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  if (isnan(b))
-    return "-";
-  size_t u = 0;
-  while (b >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
-    b /= 1024;
-    u++;
-  }
-  if (u == 0)
-    snprintf(buf, size, "%.0f B", b);
-  else
-    snprintf(buf, size, "%.1f %s", b, units[u]);
-  return buf;
-}
-
-static const char *fmt_duration(double s, char *buf, size_t size) {
-  if (isnan(s))
-    return "-";
-  if (s < 60) {
-    snprintf(buf, size, "%.1fs", s);
-    return buf;
-  }
-  unsigned long long t = (unsigned long long)s;
-  unsigned long long d = t / 86400, h = t / 3600 % 24, m = t / 60 % 60,
-                     sec = t % 60;
-  if (d > 0)
-    snprintf(buf, size, "%llud %lluh %02llum", d, h, m);
-  else if (h > 0)
-    snprintf(buf, size, "%lluh %02llum %02llus", h, m, sec);
-  else
-    snprintf(buf, size, "%llum %02llus", m, sec);
-  return buf;
-}
-
-static const char *fmt_us(double us, char *buf, size_t size) {
-  if (isnan(us))
-    return "-";
-  if (us < 1000)
-    snprintf(buf, size, "%.0f us", us);
-  else if (us < 1e6)
-    snprintf(buf, size, "%.1f ms", us / 1e3);
-  else
-    snprintf(buf, size, "%.2f s", us / 1e6);
-  return buf;
-}
-
-static const char *fmt_count(double v, char *buf, size_t size) {
-  if (isnan(v))
-    return "-";
-  snprintf(buf, size, "%.0f", v);
-  return buf;
+  return sly__ctl_request(x->conn, op, out, err);
 }
 
 /* ---- commands ---- */
@@ -166,10 +70,10 @@ static int cmd_status(ctl *x, int argc, char **argv, sly_error *err) {
       cJSON_AddNumberToObject(
           hello, "slices",
           cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(list, "slices")));
-      cJSON_AddNumberToObject(hello, "uptime_s", jnum(stats, "uptime_s"));
+      cJSON_AddNumberToObject(hello, "uptime_s", sly__ctl_jnum(stats, "uptime_s"));
       cJSON_AddNumberToObject(hello, "rss_bytes",
-                              jnum(stats, "process.rss_bytes"));
-      print_json(hello);
+                              sly__ctl_jnum(stats, "process.rss_bytes"));
+      sly__ctl_print_json(hello);
     }
     cJSON_Delete(hello);
     cJSON_Delete(stats);
@@ -186,13 +90,11 @@ static int cmd_status(ctl *x, int argc, char **argv, sly_error *err) {
   printf("device    %s\n", h.device);
   printf("socket    %s\n", x->socket);
   printf("slices    %zu\n", l->count);
-  printf("uptime    %s\n", fmt_duration(st.uptime_s, b1, sizeof(b1)));
-  printf("rss       %s\n", fmt_bytes((double)st.rss_bytes, b2, sizeof(b2)));
+  printf("uptime    %s\n", sly__ctl_fmt_duration(st.uptime_s, b1, sizeof(b1)));
+  printf("rss       %s\n", sly__ctl_fmt_bytes((double)st.rss_bytes, b2, sizeof(b2)));
   sly_slice_list_free(l);
   return 0;
 }
-
-#define LIST_COLS 8
 
 static int cmd_list(ctl *x, int argc, char **argv, sly_error *err) {
   (void)argc, (void)argv;
@@ -200,58 +102,16 @@ static int cmd_list(ctl *x, int argc, char **argv, sly_error *err) {
   if (x->json) {
     cJSON *r = NULL;
     if ((rc = ctl_request(x, "list", &r, err)) == 0)
-      print_json(r);
+      sly__ctl_print_json(r);
     cJSON_Delete(r);
     return rc;
   }
   sly_slice_list *l = NULL;
   if ((rc = sly_list(x->conn, &l, err)) < 0)
     return rc;
-  if (l->count == 0) {
-    printf("no slices\n");
-    sly_slice_list_free(l);
-    return 0;
-  }
-  static const char *head[LIST_COLS] = {"NAME",  "CONSTRUCTOR", "TIER",
-                                        "STATE", "BYTES",       "PINNED",
-                                        "HITS",  "LOADS"};
-  /* Cells are formatted once to size the columns, then printed. */
-  char(*cells)[LIST_COLS][136] = calloc(l->count, sizeof(*cells));
-  if (cells == NULL) {
-    sly_slice_list_free(l);
-    snprintf(err->message, sizeof(err->message), "out of memory");
-    return err->code = SLY_E_NO_MEMORY;
-  }
-  size_t width[LIST_COLS];
-  for (int k = 0; k < LIST_COLS; k++)
-    width[k] = strlen(head[k]);
-  for (size_t i = 0; i < l->count; i++) {
-    const sly_slice_info *s = &l->slices[i];
-    char *c[LIST_COLS];
-    for (int k = 0; k < LIST_COLS; k++)
-      c[k] = cells[i][k];
-    snprintf(c[0], 136, "%s", s->name);
-    snprintf(c[1], 136, "%s", s->constructor);
-    snprintf(c[2], 136, "%s", s->tier);
-    snprintf(c[3], 136, "%s", s->state);
-    fmt_bytes((double)s->bytes, c[4], 136);
-    snprintf(c[5], 136, "%s", s->pinned ? "yes" : "no");
-    snprintf(c[6], 136, "%llu", (unsigned long long)s->hits);
-    snprintf(c[7], 136, "%llu", (unsigned long long)s->loads);
-    for (int k = 0; k < LIST_COLS; k++)
-      if (strlen(c[k]) > width[k])
-        width[k] = strlen(c[k]);
-  }
-  for (int k = 0; k < LIST_COLS; k++)
-    printf("%-*s%s", k + 1 < LIST_COLS ? (int)width[k] : 0, head[k],
-           k + 1 < LIST_COLS ? "  " : "\n");
-  for (size_t i = 0; i < l->count; i++)
-    for (int k = 0; k < LIST_COLS; k++)
-      printf("%-*s%s", k + 1 < LIST_COLS ? (int)width[k] : 0, cells[i][k],
-             k + 1 < LIST_COLS ? "  " : "\n");
-  free(cells);
+  rc = sly__ctl_print_slices(l, err);
   sly_slice_list_free(l);
-  return 0;
+  return rc;
 }
 
 /* "hello 3, list 2" from an object of counts; "-" when empty. */
@@ -273,34 +133,38 @@ static int cmd_stats(ctl *x, int argc, char **argv, sly_error *err) {
   if (rc < 0)
     return rc;
   if (x->json) {
-    print_json(r);
+    sly__ctl_print_json(r);
     cJSON_Delete(r);
     return 0;
   }
   char a[64], b[64], c[64], d[64];
-  printf("uptime       %s\n", fmt_duration(jnum(r, "uptime_s"), a, sizeof(a)));
+  printf("uptime       %s\n", sly__ctl_fmt_duration(sly__ctl_jnum(r, "uptime_s"), a, sizeof(a)));
   printf("rss          %s\n",
-         fmt_bytes(jnum(r, "process.rss_bytes"), a, sizeof(a)));
+         sly__ctl_fmt_bytes(sly__ctl_jnum(r, "process.rss_bytes"), a, sizeof(a)));
   printf("memory       %s available of %s\n",
-         fmt_bytes(jnum(r, "process.mem_available_bytes"), a, sizeof(a)),
-         fmt_bytes(jnum(r, "process.mem_total_bytes"), b, sizeof(b)));
+         sly__ctl_fmt_bytes(sly__ctl_jnum(r, "process.mem_available_bytes"), a, sizeof(a)),
+         sly__ctl_fmt_bytes(sly__ctl_jnum(r, "process.mem_total_bytes"), b, sizeof(b)));
   printf("connections  %s open, %s accepted, %s rejected\n",
-         fmt_count(jnum(r, "connections.open"), a, sizeof(a)),
-         fmt_count(jnum(r, "connections.accepted"), b, sizeof(b)),
-         fmt_count(jnum(r, "connections.rejected"), c, sizeof(c)));
+         sly__ctl_fmt_count(sly__ctl_jnum(r, "connections.open"), a, sizeof(a)),
+         sly__ctl_fmt_count(sly__ctl_jnum(r, "connections.accepted"), b, sizeof(b)),
+         sly__ctl_fmt_count(sly__ctl_jnum(r, "connections.rejected"), c, sizeof(c)));
   printf("requests     %s total, %s errors\n",
-         fmt_count(jnum(r, "requests.total"), a, sizeof(a)),
-         fmt_count(jnum(r, "requests.errors"), b, sizeof(b)));
+         sly__ctl_fmt_count(sly__ctl_jnum(r, "requests.total"), a, sizeof(a)),
+         sly__ctl_fmt_count(sly__ctl_jnum(r, "requests.errors"), b, sizeof(b)));
   printf("latency      p50 %s, p90 %s, p99 %s, max %s\n",
-         fmt_us(jnum(r, "requests.latency_us.p50"), a, sizeof(a)),
-         fmt_us(jnum(r, "requests.latency_us.p90"), b, sizeof(b)),
-         fmt_us(jnum(r, "requests.latency_us.p99"), c, sizeof(c)),
-         fmt_us(jnum(r, "requests.latency_us.max"), d, sizeof(d)));
+         sly__ctl_fmt_us(sly__ctl_jnum(r, "requests.latency_us.p50"), a, sizeof(a)),
+         sly__ctl_fmt_us(sly__ctl_jnum(r, "requests.latency_us.p90"), b, sizeof(b)),
+         sly__ctl_fmt_us(sly__ctl_jnum(r, "requests.latency_us.p99"), c, sizeof(c)),
+         sly__ctl_fmt_us(sly__ctl_jnum(r, "requests.latency_us.max"), d, sizeof(d)));
   const cJSON *reqs = cJSON_GetObjectItemCaseSensitive(r, "requests");
   print_counts("by op", cJSON_GetObjectItemCaseSensitive(reqs, "by_op"));
   print_counts("by error", cJSON_GetObjectItemCaseSensitive(reqs, "by_error"));
   cJSON_Delete(r);
   return 0;
+}
+
+static int cmd_top(ctl *x, int argc, char **argv, sly_error *err) {
+  return sly__ctl_top(x->conn, argc, argv, err);
 }
 
 static int cmd_reload(ctl *x, int argc, char **argv, sly_error *err) {
@@ -337,7 +201,7 @@ static int cmd_activate(ctl *x, int argc, char **argv, sly_error *err) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "slice", argv[0]);
     cJSON_AddStringToObject(j, "tier", tier);
-    print_json(j);
+    sly__ctl_print_json(j);
     cJSON_Delete(j);
   } else {
     printf("%s: active, %s %s\n", argv[0], wait ? "on" : "loading, now on",
@@ -371,7 +235,7 @@ static int cmd_tier(ctl *x, const char *op, int argc, char **argv,
     cJSON_AddStringToObject(j, "slice", argv[0]);
     if (where[0] != '\0')
       cJSON_AddStringToObject(j, "tier", where);
-    print_json(j);
+    sly__ctl_print_json(j);
     cJSON_Delete(j);
   } else if (where[0] != '\0') {
     printf("%s: on %s\n", argv[0], where);
@@ -398,6 +262,8 @@ static const ctl_command commands[] = {
     {"list", 0, 0, cmd_list, "", "the slices and where each one is", NULL},
     {"stats", 0, 0, cmd_stats, "", "memory, connections, requests, latency",
      NULL},
+    {"top", 0, 4, cmd_top, SLY__CTL_TOP_ARGS,
+     "a live view: memory, moves, prefetch, slices", sly__ctl_top_check},
     {"forward", 1, 4 * SLY_MAX_TENSORS + 64, cmd_forward, SLY__CTL_FORWARD_ARGS,
      "run a slice or pipeline on .npy files", sly__ctl_forward_check},
     {"activate", 1, 2, cmd_activate, "NAME [--no-wait]",

@@ -253,3 +253,42 @@ Test(forward_slyctl, errors_exit_non_zero_with_the_message_on_stderr) {
   assert_file_matches(y, "ts_one.out0.npy", FX_TOL_F32);
   td_stop(d);
 }
+
+/* `slyctl top` into a pipe: --count frames, each with the daemon's memory,
+ * moves, prefetch and the slices' table; what a forward did shows up. */
+Test(forward_slyctl, top_shows_frames_of_memory_moves_and_slices) {
+  td *d = start_fixtures();
+  td_assert_forward_ok(d, "before top");
+  td_cmd r;
+  ctl_expect(d, (const char *const[]){"top", "--count", "2", "--interval",
+                                      "100", NULL},
+             0, NULL, &r);
+  const char *second = strstr(r.out, "\n\nslyced: up ");
+  cr_assert(strncmp(r.out, "slyced: up ", 11) == 0 && second != NULL &&
+                strstr(second + 2, "\n\nslyced: up ") == NULL,
+            "want exactly 2 frames:\n%s", r.out);
+  const char *want[] = {"memory  gpu ", "  cpu ", "moved   disk_to_cpu ",
+                        "build ", "slices   hits ", "prefetch done ",
+                        "NAME", "lin ", "resident", "tel_bf16 "};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+    cr_assert(strstr(second, want[i]) != NULL, "frame 2 lacks '%s':\n%s",
+              want[i], second);
+  /* The head line's figures: the forward and slyctl's own connection. */
+  int conns = -1, reqs = -1, errs = -1;
+  cr_assert_eq(sscanf(second + 2, "slyced: up %*s rss %*s %*s %d "
+                      "connections, %d requests (%d errors)",
+                      &conns, &reqs, &errs), 3, "head line: %s", second + 2);
+  cr_assert(conns >= 1 && reqs >= 2 && errs == 0,
+            "%d connections, %d requests, %d errors", conns, reqs, errs);
+  td_cmd_free(&r);
+  ctl_expect(d, (const char *const[]){"top", "--interval", "5", NULL}, 2,
+             "100..60000", &r);
+  td_cmd_free(&r);
+  ctl_expect(d, (const char *const[]){"top", "--count", NULL}, 2,
+             "needs a value", &r);
+  td_cmd_free(&r);
+  ctl_expect(d, (const char *const[]){"top", "--color", NULL}, 2,
+             "unknown argument", &r);
+  td_cmd_free(&r);
+  td_stop(d);
+}
