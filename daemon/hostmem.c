@@ -187,6 +187,57 @@ void hostmem_free(void *p, uint64_t bytes, bool pinned) {
 #endif
 }
 
+static _Atomic uint64_t hostmem__region_limit;
+static _Atomic uint64_t hostmem__region_bytes;
+
+void hostmem_set_region_limit(uint64_t bytes) {
+  atomic_store(&hostmem__region_limit, bytes);
+}
+
+uint64_t hostmem_registered_bytes(void) {
+  return atomic_load(&hostmem__region_bytes);
+}
+
+bool hostmem_register_region(void *p, uint64_t bytes, bool readonly) {
+#ifdef SLY_HAVE_CUDA
+  if (atomic_load(&hostmem__method) == HOSTMEM_PAGEABLE || bytes == 0)
+    return false;
+  /* Take the bytes first, so that concurrent callers never pass the limit
+   * together. */
+  uint64_t limit = atomic_load(&hostmem__region_limit);
+  uint64_t was = atomic_fetch_add(&hostmem__region_bytes, bytes);
+  if (was + bytes > limit || was + bytes < was) {
+    atomic_fetch_sub(&hostmem__region_bytes, bytes);
+    return false;
+  }
+  unsigned flags = cudaHostRegisterDefault |
+                   (readonly ? cudaHostRegisterReadOnly : 0u);
+  cudaError_t e = cudaHostRegister(p, (size_t)bytes, flags);
+  if (e == cudaSuccess)
+    return true;
+  (void)cudaGetLastError();
+  atomic_fetch_sub(&hostmem__region_bytes, bytes);
+  log_debug("hostmem: cudaHostRegister of a %" PRIu64 "-byte region: %s",
+            bytes, cudaGetErrorString(e));
+  return false;
+#else
+  (void)p, (void)bytes, (void)readonly;
+  return false;
+#endif
+}
+
+void hostmem_unregister_region(void *p, uint64_t bytes, bool registered) {
+  if (!registered)
+    return;
+#ifdef SLY_HAVE_CUDA
+  if (cudaHostUnregister(p) != cudaSuccess)
+    (void)cudaGetLastError(); /* the mapping goes next anyway */
+#else
+  (void)p;
+#endif
+  atomic_fetch_sub(&hostmem__region_bytes, bytes);
+}
+
 #ifdef SLY_HAVE_CUDA
 static double hostmem__now(void) {
   struct timespec ts;

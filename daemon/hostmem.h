@@ -28,6 +28,19 @@ void hostmem_init(bool want_pinned, hostmem_method method);
 void *hostmem_alloc(uint64_t bytes, bool *pinned);
 void hostmem_free(void *p, uint64_t bytes, bool pinned);
 
+/* Shared-memory regions (clients' and the daemon's output memfds) are
+ * registered with CUDA where they are mapped, so that tensors cross to the
+ * GPU at pinned speed, while the registered bytes of all regions stay
+ * within the limit (max_registered_mb; 0 = none); past it, or without a
+ * GPU, a region stays unregistered and the copies are slower, never wrong.
+ * `readonly` for a mapping without PROT_WRITE. Returns whether it was
+ * registered; pass that to hostmem_unregister_region. Thread-safe. */
+void hostmem_set_region_limit(uint64_t bytes);
+bool hostmem_register_region(void *p, uint64_t bytes, bool readonly);
+void hostmem_unregister_region(void *p, uint64_t bytes, bool registered);
+/* Bytes of regions registered now (for stats and tests). */
+uint64_t hostmem_registered_bytes(void);
+
 /* Measures both pinning methods on a buffer of `bytes`, page touching
  * included, in seconds; -1 when unavailable. For the benchmark and for
  * choosing the method at start. */

@@ -10,6 +10,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "hostmem.h"
+
 typedef struct {
   uint64_t id;
   int fd; /* -1 once sent to the client */
@@ -17,6 +19,7 @@ typedef struct {
   uint64_t bytes;
   uint64_t used;  /* bump pointer */
   uint64_t allocs; /* live allocations */
+  bool registered; /* with CUDA, for copies from the GPU at pinned speed */
 } out_region;
 
 typedef struct {
@@ -57,6 +60,7 @@ outpool *outpool_new(void) {
 void outpool_ref(outpool *p) { atomic_fetch_add(&p->refs, 1); }
 
 static void region_drop(out_region *r) {
+  hostmem_unregister_region(r->base, r->bytes, r->registered);
   munmap(r->base, r->bytes);
   if (r->fd >= 0)
     close(r->fd);
@@ -121,7 +125,8 @@ static int region_create(outpool *p, uint64_t bytes, out_region *out,
   *out = (out_region){.id = outpool_next_region_id(p),
                       .fd = fd,
                       .base = base,
-                      .bytes = bytes};
+                      .bytes = bytes,
+                      .registered = hostmem_register_region(base, bytes, false)};
   return 0;
 }
 

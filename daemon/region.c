@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 
+#include "hostmem.h"
+
 int region_map_client(int fd, uint64_t max_bytes, region **out,
                       proto_error *err) {
   struct stat st;
@@ -60,6 +62,7 @@ int region_map_client(int fd, uint64_t max_bytes, region **out,
   r->base = base;
   r->bytes = (uint64_t)st.st_size;
   r->writable = writable;
+  r->registered = hostmem_register_region(base, r->bytes, !writable);
   atomic_init(&r->refs, 1);
   *out = r;
   return 0;
@@ -70,6 +73,7 @@ void region_ref(region *r) { atomic_fetch_add(&r->refs, 1); }
 void region_unref(region *r) {
   if (r == NULL || atomic_fetch_sub(&r->refs, 1) != 1)
     return;
+  hostmem_unregister_region(r->base, r->bytes, r->registered);
   munmap(r->base, (size_t)r->bytes);
   free(r);
 }

@@ -20,6 +20,7 @@ typedef struct region {
   void *base;
   uint64_t bytes;
   bool writable; /* false when the client sealed it against writes */
+  bool registered; /* with CUDA (hostmem_register_region) */
   atomic_int refs;
 } region;
 

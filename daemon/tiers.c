@@ -106,6 +106,7 @@ int tiers_init(tiers *t, const config *cfg, char err[256]) {
    * (On cuda:N with N > 0 the executor thread's first pin may still land on
    * device 0: written, not verified on a multi-GPU machine.) */
   hostmem_init(t->dev != NULL && !device_is_sim(t->dev), HOSTMEM_REGISTER);
+  hostmem_set_region_limit(cfg->limits.max_registered_mb << 20);
   if (c->disk_cache_path != NULL) {
     if (mkdir(c->disk_cache_path, 0750) < 0 && errno != EEXIST) {
       snprintf(err, 256, "disk_cache_path %s: %s", c->disk_cache_path,

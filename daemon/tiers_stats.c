@@ -3,6 +3,7 @@
  * while the executor and the mover work. */
 #include <stdlib.h>
 
+#include "hostmem.h"
 #include "tiers_internal.h"
 #include "torch_shim.h"
 
@@ -48,6 +49,9 @@ void tiers_stats_json(tiers *t, cJSON *reply) {
   cJSON_AddNumberToObject(
       cpu, "budget", t->conf.max_cpu_mem_mb ? (double)tiers__cpu_budget(t) : 0.0);
   cJSON_AddNumberToObject(cpu, "pinned", (double)atomic_load(&t->cpu_pinned));
+  /* Shared-memory regions registered with CUDA (max_registered_mb). */
+  cJSON_AddNumberToObject(cpu, "registered_regions",
+                          (double)hostmem_registered_bytes());
   cJSON *disk = cJSON_AddObjectToObject(mem, "disk");
   cJSON_AddNumberToObject(disk, "written", (double)atomic_load(&t->disk_used));
   cJSON *tr = cJSON_AddObjectToObject(reply, "transfers");

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #ifdef SLY_HAVE_CUDA
@@ -261,4 +262,33 @@ Test(hostmem, with_a_gpu_both_methods_measure) {
   cr_assert_gt(ha, 0);
   cr_assert_lt(reg, 10);
   cr_assert_lt(ha, 10);
+}
+
+/* Regions register with CUDA when there is a GPU, within the limit; past it,
+ * or without a GPU, they stay unregistered and nothing is counted. */
+Test(hostmem, regions_register_within_the_limit_or_not_at_all) {
+  hostmem_init(true, HOSTMEM_REGISTER);
+  size_t n = 1 << 20;
+  void *a = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                 -1, 0);
+  void *b = mmap(NULL, n, PROT_READ, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  cr_assert(a != MAP_FAILED && b != MAP_FAILED);
+  hostmem_set_region_limit(n + n / 2);
+  bool ra = hostmem_register_region(a, n, false);
+  cr_assert_eq(ra, gpu_present(), "registered %d with a GPU %d", ra,
+               gpu_present());
+  cr_assert_eq(hostmem_registered_bytes(), ra ? n : 0);
+  cr_assert_not(hostmem_register_region(b, n, true) && ra,
+                "a second region passed the limit");
+  hostmem_unregister_region(a, n, ra);
+  cr_assert_eq(hostmem_registered_bytes(), 0, "bytes still counted");
+  /* With room again, the read-only one registers (on a GPU). */
+  bool rb = hostmem_register_region(b, n, true);
+  cr_assert_eq(rb, gpu_present());
+  hostmem_unregister_region(b, n, rb);
+  hostmem_set_region_limit(0);
+  cr_assert_not(hostmem_register_region(a, n, false), "a limit of 0 allows "
+                "nothing");
+  munmap(a, n);
+  munmap(b, n);
 }
