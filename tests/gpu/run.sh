@@ -280,6 +280,22 @@ make_target_step() { # make_target_step STEP TARGET LOG
 make_target_step gpu-tests check-gpu gpu-tests.log
 make_target_step bench bench bench.log
 
+# --- the GPU benchmark (issue 5): slyced streaming 16 bfloat16 transformer
+# layers against the copy and disk floors, PyTorch all resident and
+# accelerate's offload (tests/gpu/bench_gpu.py); without a GPU a tiny
+# rehearsal on the sim device.
+gpu_bench() {
+  local small=()
+  [ "$mode" = gpu ] || small=(--small)
+  "${with_sysroot[@]}" "$PYTHON" tests/gpu/bench_gpu.py "${small[@]}" \
+    --slyced "$root/$BUILD/slyced" --slyctl "$root/$BUILD/slyctl" --out "$results/bench-gpu"
+}
+if run_step gpu-bench gpu-bench.log gpu_bench; then
+  record gpu-bench PASS "$step_s" "see bench-gpu/bench.md"
+else
+  record gpu-bench FAIL "$step_s" "rc $step_rc, see gpu-bench.log"
+fi
+
 # --- smoke: one TorchScript slice served on the device, compared with PyTorch
 smoke() {
   local sock i rc=0 slyctl=$root/$BUILD/slyctl

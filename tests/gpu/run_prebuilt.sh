@@ -27,5 +27,8 @@ for t in build-lead/tests/integration/test_*; do [ "${t%.d}" = "$t" ] || continu
   echo "== $t (SLY_TEST_DEVICE=cuda:0)"
   SLY_TEST_DEVICE=cuda:0 timeout 300 "$t" --jobs 4 2>&1 | tail -n 40 || rc=1
 done > "$out/gpu-forward.log" 2>&1
+python3 tests/gpu/bench_gpu.py --slyced "$root/build-lead/slyced" --slyctl "$root/build-lead/slyctl" \
+  --out "$out/bench-gpu" > "$out/bench-gpu.log" 2>&1 || rc=1
 grep -h -E '^== |Synthesis|FAIL|skip' "$out/unit.log" "$out/gpu-forward.log"
+tail -n 15 "$out/bench-gpu.log"
 exit $rc
