@@ -212,10 +212,10 @@ void device_get_stats(device *d, device_stats *out) {
   *out = s;
 }
 
-bool device_lost(device *d) {
+bool device_lost(device *d, bool probe) {
   if (d == NULL)
     return false;
-  if (atomic_load(&d->lost) == 0 && !d->sim)
+  if (probe && atomic_load(&d->lost) == 0 && !d->sim)
     device__cuda_probe(d);
   return atomic_load(&d->lost) != 0;
 }

@@ -50,11 +50,12 @@ int device_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
                    char err[DEVICE_ERROR_MAX]);
 
 /* Whether the device is lost: a sticky error (CUDA's, after a device-side
- * assert or an Xid, or an injected one) that fails every later call. On
- * CUDA this probes the context, so it also catches an error that libtorch
- * met first. The daemon must then fail what is in flight and exit. Any
+ * assert or an Xid, or an injected one) that fails every later call. With
+ * `probe`, CUDA's context is asked (a few microseconds), which also catches
+ * an error libtorch met first: for after a failure; without, only what is
+ * known already. The daemon must then fail what is in flight and exit. Any
  * thread; accepts NULL (false). */
-bool device_lost(device *d);
+bool device_lost(device *d, bool probe);
 
 typedef struct {
   uint64_t budget, used, high_water;

@@ -214,14 +214,14 @@ static void run_job(fwd_job *j) {
 static void fwd_run(job *base) {
   fwd_job *j = (fwd_job *)base;
   tiers *t = &j->c->sd->tiers;
-  if (tiers_device_lost(t)) {
+  if (tiers_device_lost(t, false)) {
     j->device_lost = true;
     j->code = proto_fail(&j->err, SLY_E_UNAVAILABLE,
                          "the device is lost; slyced restarts");
     return;
   }
   run_job(j);
-  if (j->code < 0 && tiers_device_lost(t)) {
+  if (j->code < 0 && tiers_device_lost(t, true)) {
     char was[PROTO_MESSAGE_MAX];
     snprintf(was, sizeof(was), "%s", j->code < 0 ? j->err.message : "");
     j->device_lost = true;

@@ -691,7 +691,9 @@ int tiers_pin(tiers *t, slice *s, int tier, proto_error *err) {
   return rc;
 }
 
-bool tiers_device_lost(tiers *t) { return device_lost(t->dev); }
+bool tiers_device_lost(tiers *t, bool probe) {
+  return device_lost(t->dev, probe);
+}
 
 void tiers_unpin(tiers *t, slice *s) {
   (void)t;

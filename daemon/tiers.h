@@ -130,7 +130,7 @@ int tiers_pin(tiers *t, struct slice *s, int tier, proto_error *err);
 void tiers_unpin(tiers *t, struct slice *s);
 
 /* Whether the GPU tier's device is lost (device_lost); false without one. */
-bool tiers_device_lost(tiers *t);
+bool tiers_device_lost(tiers *t, bool probe);
 
 /* Prefetch (prefetch.c). A pipeline `v` of n slices is about to run step
  * `cur`: the next prefetch_depth slices not in the compute tier are queued
