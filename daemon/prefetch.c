@@ -180,21 +180,26 @@ void tiers_pipeline_step(tiers *t, slice *const *v, size_t n, size_t cur) {
   }
   /* The window is the next prefetch_depth slices that need a move, and
    * every resident one before them: the copies keep going while resident
-   * slices compute, and nothing the pipeline reaches first is pushed out. */
+   * slices compute (limit_gpu), and nothing the pipeline reaches first is
+   * pushed out. */
   /* A pipeline that ran last time too is taken to run again: its window
    * wraps into the next pass, so the next forward finds its first slices
    * in. */
   size_t horizon = pipeline_sig(v, n) == t->last_pipeline ? n - 1 : n - 1 - cur;
+  /* Under active_only every slice of the window counts, resident or not:
+   * the GPU holds the running slice plus prefetch_depth, no more. */
+  bool count_all = t->conf.strategy == GPU_STRATEGY_ACTIVE_ONLY;
   uint64_t moves = 0;
   for (size_t d = 1; d <= horizon && moves < t->conf.prefetch_depth; d++) {
     slice *s = v[(cur + d) % n];
     if (s == v[cur])
       continue;
     s->place.needed_next = true;
-    if (!at_compute_tier(t, s)) {
+    bool in = at_compute_tier(t, s);
+    if (!in)
       enqueue(t, s);
+    if (!in || count_all)
       moves++;
-    }
   }
   pthread_mutex_unlock(&t->mu);
 }

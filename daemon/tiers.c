@@ -14,13 +14,9 @@
 #include "tiers_internal.h"
 #include "torch_shim.h"
 
-/* Logical clock for recency: one tick per residency request. Half-life in
- * ticks of the decayed use score. */
-#define TIERS_HALF_LIFE 64.0
 /* Device allocation failures are met by evicting one more and retrying. */
 #define TIERS_ALLOC_RETRIES 8
 
-enum { WHY_POLICY, WHY_EXPLICIT, WHY_REPLACED, WHY_FAILED };
 static const char *const why_names[] = {"policy", "explicit", "removed",
                                         "failed"};
 
@@ -160,10 +156,7 @@ static void untrack(tiers *t, slice *s) {
     }
 }
 
-/* Frees one copy of the slice (never a busy or in-use one); `detail` says
- * why the policy chose it, or NULL. A slice left with no copy anywhere
- * loses its module too and is rebuilt when next needed. */
-static void drop_copy(tiers *t, slice *s, int tier, int why,
+void tiers__drop_copy(tiers *t, slice *s, int tier, int why,
                       const char *detail) {
   tier_place *p = &s->place;
   if (tier == tiers__compute_tier(t) && p->prefetched &&
@@ -201,122 +194,6 @@ static void drop_copy(tiers *t, slice *s, int tier, int why,
     atomic_store(&s->state, SLICE_UNLOADED);
   }
   update_tier(s);
-}
-
-/* The measured bandwidth of a path, or a guess until it has been used: the
- * policy only compares these, so the guesses need only be in order. */
-static double path_gbps(const tier_path_stats *p, double guess) {
-  uint64_t b = atomic_load(&p->bytes), ns = atomic_load(&p->ns);
-  return b >= (16u << 20) && ns > 0 ? (double)b / (double)ns : guess;
-}
-
-/* How fast a copy evicted from `tier` would come back: from the host for the
- * GPU when a host copy stays, else from disk, else by building it again. */
-static double reload_gbps(tiers *t, const slice *s, int tier) {
-  const tier_place *p = &s->place;
-  if (tier == TIER_GPU && p->host != NULL)
-    return path_gbps(&t->cpu_to_gpu, 20.0);
-  if (p->on_disk)
-    return path_gbps(&t->disk_to_cpu, 1.0);
-  return path_gbps(&t->build, 0.2);
-}
-
-/* Frees `need` bytes in `tier` (over what is free under its budget) by
- * evicting other slices; `keep` is never chosen, nor a busy one. `ahead`:
- * for a prefetch, which must not push out what a pipeline needs next. */
-static int make_room(tiers *t, int tier, uint64_t need, slice *keep,
-                     bool ahead, proto_error *err) {
-  uint64_t budget = tier == TIER_GPU ? tiers__gpu_budget(t) : tiers__cpu_budget(t);
-  uint64_t used = atomic_load(tier == TIER_GPU ? &t->gpu_used : &t->cpu_used);
-  if (need > budget) {
-    proto_fail(err, SLY_E_NO_MEMORY,
-               "slice '%s' needs %llu bytes; the %s budget is %llu",
-               keep->name, (unsigned long long)need, tier_name(tier),
-               (unsigned long long)budget);
-    err->has_needed = true;
-    err->needed = need;
-    return SLY_E_NO_MEMORY;
-  }
-  bool active_only =
-      tier == TIER_GPU && t->conf.strategy == GPU_STRATEGY_ACTIVE_ONLY;
-  if (used + need <= budget && !active_only)
-    return 0;
-
-  evict_candidate *c = calloc(t->n_all + 1, sizeof(*c));
-  size_t *idx = calloc(t->n_all + 1, sizeof(*idx));
-  size_t *order = calloc(t->n_all + 1, sizeof(*order));
-  evict_reason *why = calloc(t->n_all + 1, sizeof(*why));
-  if (c == NULL || idx == NULL || order == NULL || why == NULL) {
-    free(c), free(idx), free(order), free(why);
-    return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
-  }
-  size_t n = 0;
-  for (size_t i = 0; i < t->n_all; i++) {
-    slice *o = t->all[i];
-    tier_place *p = &o->place;
-    if (o == keep || (tier == TIER_GPU ? p->dev : p->host) == NULL)
-      continue;
-    c[n] = tier == TIER_GPU ? p->ev_gpu : p->ev_cpu;
-    c[n].bytes = p->bytes;
-    c[n].reload_gbps = reload_gbps(t, o, tier);
-    int pin = atomic_load(&p->pinned_tier);
-    c[n].pinned = pin == tier; /* pinned at T keeps its copy at T */
-    c[n].in_use = p->in_use > 0 || p->busy;
-    c[n].needed_next = p->needed_next;
-    c[n].next_use = p->next_use_at > t->tick ? p->next_use_at - t->tick : 0;
-    idx[n++] = i;
-  }
-  uint64_t want = used + need > budget ? used + need - budget : 0;
-  if (active_only) {
-    /* active_only keeps nothing on the GPU but the running slice and what
-     * is being brought in for it: every other copy that may go, goes. */
-    uint64_t eligible = 0;
-    for (size_t i = 0; i < n; i++)
-      if (!c[i].pinned && !c[i].in_use && !c[i].needed_next)
-        eligible += c[i].bytes;
-    if (eligible > want)
-      want = eligible;
-  }
-  int k = evict_choose(c, n, want, t->tick, TIERS_HALF_LIFE, order, why);
-  if (k < 0 && active_only && used + need <= budget) {
-    k = 0; /* nothing else may go, and it fits anyway */
-  } else if (k < 0 && !ahead) {
-    /* Only the slice a pipeline needs next could make room: better to
-     * reload it later than to refuse a request that fits. */
-    want = used + need > budget ? used + need - budget : 0;
-    for (size_t i = 0; i < n; i++)
-      c[i].needed_next = false;
-    k = evict_choose(c, n, want, t->tick, TIERS_HALF_LIFE, order, why);
-  }
-  int rc = 0;
-  if (k < 0) {
-    uint64_t stuck = 0;
-    for (size_t i = 0; i < n; i++)
-      if (c[i].pinned || c[i].in_use)
-        stuck += c[i].bytes;
-    used = stuck;
-    rc = proto_fail(err, SLY_E_NO_MEMORY,
-                    "no room for slice '%s' (%llu bytes) in the %s tier: "
-                    "%llu of %llu bytes used by pinned or busy slices",
-                    keep->name, (unsigned long long)need, tier_name(tier),
-                    (unsigned long long)used, (unsigned long long)budget);
-    err->has_needed = true;
-    err->needed = need;
-  } else {
-    /* Take the victims out first: the array they live in may move. */
-    slice **victims = calloc((size_t)k + 1, sizeof(*victims));
-    for (int j = 0; victims != NULL && j < k; j++) {
-      victims[j] = t->all[idx[order[j]]];
-      slice_ref(victims[j]);
-    }
-    for (int j = 0; victims != NULL && j < k; j++) {
-      drop_copy(t, victims[j], tier, WHY_POLICY, evict_reason_name(why[j]));
-      slice_unref(victims[j]);
-    }
-    free(victims);
-  }
-  free(c), free(idx), free(order), free(why);
-  return rc;
 }
 
 void tiers__log_move(const slice *s, const char *from, const char *to,
@@ -389,7 +266,7 @@ static int ensure_host(tiers *t, slice *s, bool ahead, proto_error *err) {
       return rc;
   }
   const void *fresh = shim_module_blob_data(s->module);
-  int rc = make_room(t, TIER_CPU, p->bytes, s, ahead, err);
+  int rc = tiers__make_room(t, TIER_CPU, p->bytes, s, ahead, err);
   if (rc < 0) {
     /* A module just built must not stay outside every budget. */
     if (fresh != NULL)
@@ -464,37 +341,13 @@ static int ensure_host(tiers *t, slice *s, bool ahead, proto_error *err) {
   return 0;
 }
 
-/* Evicts the lowest-value other copy on the GPU; for allocation failures
- * that the budget did not foresee (fragmentation, another process). */
-static int evict_one_gpu(tiers *t, slice *keep) {
-  slice *victim = NULL;
-  double best = 0;
-  for (size_t i = 0; i < t->n_all; i++) {
-    slice *o = t->all[i];
-    tier_place *p = &o->place;
-    int pin = atomic_load(&p->pinned_tier);
-    if (o == keep || p->dev == NULL || p->in_use > 0 || p->busy ||
-        p->needed_next || pin == TIER_GPU)
-      continue;
-    double v = evict_value(&p->ev_gpu, t->tick, TIERS_HALF_LIFE);
-    if (victim == NULL || v < best) {
-      victim = o;
-      best = v;
-    }
-  }
-  if (victim == NULL)
-    return -1;
-  drop_copy(t, victim, TIER_GPU, WHY_FAILED, "allocation failed");
-  return 0;
-}
-
 static int ensure_dev(tiers *t, slice *s, bool ahead, proto_error *err) {
   tier_place *p = &s->place;
   if (p->dev != NULL)
     return 0;
   int rc = ensure_host(t, s, ahead, err);
   if (rc == 0)
-    rc = make_room(t, TIER_GPU, p->bytes, s, ahead, err);
+    rc = tiers__make_room(t, TIER_GPU, p->bytes, s, ahead, err);
   if (rc < 0)
     return rc;
   char msg[DEVICE_ERROR_MAX];
@@ -504,7 +357,7 @@ static int ensure_dev(tiers *t, slice *s, bool ahead, proto_error *err) {
     if (rc == 0)
       break;
     if (rc != SLY_E_NO_MEMORY || i == TIERS_ALLOC_RETRIES ||
-        evict_one_gpu(t, s) < 0) {
+        tiers__evict_one_gpu(t, s) < 0) {
       proto_fail(err, rc, "slice '%s': %s", s->name, msg);
       if (rc == SLY_E_NO_MEMORY) {
         err->has_needed = true;
@@ -552,8 +405,8 @@ int tiers__ensure(tiers *t, slice *s, int tier, proto_error *err) {
 
 /* Frees every copy of a slice that is going away and stops tracking it. */
 static void forget(tiers *t, slice *s) {
-  drop_copy(t, s, TIER_GPU, WHY_REPLACED, NULL);
-  drop_copy(t, s, TIER_CPU, WHY_REPLACED, NULL);
+  tiers__drop_copy(t, s, TIER_GPU, WHY_REPLACED, NULL);
+  tiers__drop_copy(t, s, TIER_CPU, WHY_REPLACED, NULL);
   tiers__forget_hints(t, s);
   untrack(t, s);
 }
@@ -667,11 +520,11 @@ int tiers_evict(tiers *t, slice *s, int tier, proto_error *err) {
     rc = proto_fail(err, SLY_E_BUSY, "slice '%s' is in use", s->name);
   } else {
     if (tier >= TIER_CPU)
-      drop_copy(t, s, TIER_GPU, WHY_EXPLICIT, NULL);
+      tiers__drop_copy(t, s, TIER_GPU, WHY_EXPLICIT, NULL);
     if (tier >= TIER_DISK) {
       /* Without a cache file the slice falls to "none" and is rebuilt. */
       tiers__write_cache(t, s);
-      drop_copy(t, s, TIER_CPU, WHY_EXPLICIT, NULL);
+      tiers__drop_copy(t, s, TIER_CPU, WHY_EXPLICIT, NULL);
     }
     update_tier(s);
   }

@@ -12,6 +12,13 @@
 #include "slices.h"
 #include "tiers.h"
 
+/* Logical clock for recency: one tick per residency request. Half-life in
+ * ticks of the decayed use score. */
+#define TIERS_HALF_LIFE 64.0
+
+/* Why a copy was dropped (stats "evictions", log lines). */
+enum { WHY_POLICY, WHY_EXPLICIT, WHY_REPLACED, WHY_FAILED };
+
 uint64_t tiers__now_ns(void);
 void tiers__path_add(tier_path_stats *p, uint64_t bytes, uint64_t ns);
 uint64_t tiers__gpu_budget(const tiers *t);
@@ -21,6 +28,22 @@ int tiers__compute_tier(const tiers *t);
 const char *tiers__why_name(int why);
 void tiers__log_move(const struct slice *s, const char *from, const char *to,
                      uint64_t bytes, uint64_t ns);
+
+/* Frees one copy of `s` (never a busy or in-use one); `detail` says why the
+ * policy chose it, or NULL. A slice left with no copy anywhere loses its
+ * module too and is rebuilt when next needed. */
+void tiers__drop_copy(tiers *t, struct slice *s, int tier, int why,
+                      const char *detail);
+
+/* tiers_room.c: frees `need` bytes in `tier` (over what is free under its
+ * budget) by evicting other slices; `keep` is never chosen. `ahead`: for a
+ * prefetch, which must not push out what a pipeline needs next. 0 or
+ * SLY_E_NO_MEMORY (err->needed set). */
+int tiers__make_room(tiers *t, int tier, uint64_t need, struct slice *keep,
+                     bool ahead, proto_error *err);
+/* Evicts the lowest-value other copy on the GPU, for allocation failures
+ * the budget did not foresee. 0, or -1 when nothing may go. */
+int tiers__evict_one_gpu(tiers *t, struct slice *keep);
 
 /* Waits until nobody is moving `s`, then makes the caller its mover. */
 void tiers__claim(tiers *t, struct slice *s);
