@@ -427,4 +427,5 @@ Test(shim, a_deferred_build_reads_its_weights_only_when_filled) {
   cr_assert_eq(shim_module_fill(def, err), SLY_E_NOT_FOUND, "%s", err);
   shim_module_free(def);
   shim_module_free(full);
+  tensor_free(&w), tensor_free(&b);
 }
