@@ -9,6 +9,7 @@
 #define DAEMON_EXECUTOR_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -33,6 +34,8 @@ typedef struct {
   size_t queued;    /* waiting + running, checked against depth */
   job *done_head, *done_tail;
   bool stop;
+  bool sleeping;         /* in pthread_cond_wait: submit must signal */
+  atomic_bool has_work;  /* what a spinning worker watches */
   uv_async_t async;
   bool async_open;
 } executor;
