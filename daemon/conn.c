@@ -2,6 +2,7 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -47,6 +48,8 @@ static void out_free(conn_out *o) {
   free(o);
 }
 
+#define CONN_TRIM_AFTER (1u << 20)
+
 /* The last of the handles and the job references frees the connection. */
 static void conn_free_if_done(conn *c) {
   if (c->open_handles > 0 || c->refs > 0)
@@ -63,7 +66,12 @@ static void conn_free_if_done(conn *c) {
   outpool_unref(c->pool);
   free(c->active_slice);
   peer_cred_free(&c->peer);
+  bool trim = c->out_peak >= CONN_TRIM_AFTER;
   free(c);
+  /* A client that let megabytes of small replies pile up leaves them in
+   * malloc's heap, which keeps the memory: give it back to the system. */
+  if (trim)
+    malloc_trim(0);
 }
 
 static void conn_on_handle_closed(uv_handle_t *h) {
@@ -159,6 +167,8 @@ void conn_fill(conn *c, conn_out *slot, int op, const cJSON *reply,
   }
   slot->ready = true;
   c->out_bytes += slot->len;
+  if (c->out_bytes > c->out_peak)
+    c->out_peak = c->out_bytes;
   if (c->out_head == slot)
     conn_flush(c);
   conn_update_poll(c);

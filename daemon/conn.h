@@ -74,6 +74,7 @@ typedef struct conn {
 
   conn_out *out_head, *out_tail;
   size_t out_bytes;
+  size_t out_peak; /* most out_bytes ever queued (see conn_free_if_done) */
   size_t pending; /* reserved slots not yet filled: requests in flight */
 
   region **regions; /* client regions, by id */
