@@ -161,30 +161,23 @@ static uint64_t pipeline_sig(slice *const *v, size_t n) {
   return h;
 }
 
-/* Steps from position `cur` to the next use of v[i] in a pipeline of n that
- * repeats: the nearest later occurrence, else the first one in the next
- * pass. */
-static size_t steps_to(slice *const *v, size_t n, size_t cur, size_t i) {
-  for (size_t d = 1; d <= n; d++)
-    if (v[(cur + d) % n] == v[i])
-      return d;
-  return n;
-}
-
 void tiers_pipeline_step(tiers *t, slice *const *v, size_t n, size_t cur) {
   pthread_mutex_lock(&t->mu);
   clear_queue(t);
-  for (size_t i = 0; i < n; i++) {
-    v[i]->place.needed_next = false;
-    v[i]->place.next_use_at = t->tick + steps_to(v, n, cur, i);
+  /* Each slice's next use, the pipeline taken to repeat: walking from the
+   * farthest step to the nearest leaves each slice its nearest one, in one
+   * pass (pipelines may be 1024 long; this runs at every step). */
+  for (size_t d = n; d >= 1; d--) {
+    slice *s = v[(cur + d) % n];
+    s->place.needed_next = false;
+    s->place.next_use_at = t->tick + d;
   }
   /* The window is the next prefetch_depth slices that need a move, and
    * every resident one before them: the copies keep going while resident
    * slices compute (limit_gpu), and nothing the pipeline reaches first is
-   * pushed out. */
-  /* A pipeline that ran last time too is taken to run again: its window
-   * wraps into the next pass, so the next forward finds its first slices
-   * in. */
+   * pushed out. A pipeline that ran last time too is taken to run again:
+   * its window wraps into the next pass, so the next forward finds its
+   * first slices in. */
   size_t horizon = pipeline_sig(v, n) == t->last_pipeline ? n - 1 : n - 1 - cur;
   /* Under active_only every slice of the window counts, resident or not:
    * the GPU holds the running slice plus prefetch_depth, no more. */
