@@ -176,6 +176,19 @@ void device_free(device *d, void *p, uint64_t bytes) {
   device__release(d, bytes);
 }
 
+int device_fence_mark(device *d, void **fence, char err[DEVICE_ERROR_MAX]) {
+  return d->sim ? 0 : device__cuda_fence_mark(d, fence, err);
+}
+
+int device_fence_wait(device *d, void *fence, char err[DEVICE_ERROR_MAX]) {
+  return d->sim || fence == NULL ? 0 : device__cuda_fence_wait(d, fence, err);
+}
+
+void device_fence_free(device *d, void *fence) {
+  if (!d->sim && fence != NULL)
+    device__cuda_fence_free(d, fence);
+}
+
 int device_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
                    char err[DEVICE_ERROR_MAX]) {
   if (bytes == 0)

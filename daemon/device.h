@@ -49,6 +49,16 @@ void device_free(device *d, void *p, uint64_t bytes);
 int device_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
                    char err[DEVICE_ERROR_MAX]);
 
+/* Stream order for memory that changes hands. libtorch's kernels run
+ * after shim_forward returns; a blob they read may only be overwritten once
+ * they are done. A fence marks that point (cuda: an event recorded on the
+ * legacy default stream, which libtorch uses; created in *fence on first
+ * use, owned by the caller, freed with device_fence_free). device_fence_wait
+ * makes the copies that follow wait for it on the device, never the host.
+ * sim computes synchronously: both do nothing there. */
+int device_fence_mark(device *d, void **fence, char err[DEVICE_ERROR_MAX]);
+int device_fence_wait(device *d, void *fence, char err[DEVICE_ERROR_MAX]);
+void device_fence_free(device *d, void *fence);
 /* Whether the device is lost: a sticky error (CUDA's, after a device-side
  * assert or an Xid, or an injected one) that fails every later call. With
  * `probe`, CUDA's context is asked (a few microseconds), which also catches

@@ -157,6 +157,46 @@ int device__cuda_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
   return 0;
 }
 
+int device__cuda_fence_mark(device *d, void **fence,
+                            char err[DEVICE_ERROR_MAX]) {
+  int r = device__cuda_enter(d, err);
+  if (r < 0)
+    return r;
+  cudaError_t e = cudaSuccess;
+  if (*fence == NULL) {
+    cudaEvent_t ev = NULL;
+    e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    if (e != cudaSuccess)
+      return device__cuda_error(d, e, "cudaEventCreate", err);
+    *fence = ev;
+  }
+  /* Stream 0: the legacy default stream, where libtorch runs its kernels
+   * unless told otherwise (the shim never sets a stream). */
+  e = cudaEventRecord((cudaEvent_t)*fence, 0);
+  if (e != cudaSuccess)
+    return device__cuda_error(d, e, "cudaEventRecord", err);
+  return 0;
+}
+
+int device__cuda_fence_wait(device *d, void *fence,
+                            char err[DEVICE_ERROR_MAX]) {
+  int r = device__cuda_enter(d, err);
+  if (r < 0)
+    return r;
+  cudaError_t e =
+      cudaStreamWaitEvent((cudaStream_t)d->stream, (cudaEvent_t)fence, 0);
+  if (e != cudaSuccess)
+    return device__cuda_error(d, e, "cudaStreamWaitEvent", err);
+  return 0;
+}
+
+void device__cuda_fence_free(device *d, void *fence) {
+  if (device__cuda_enter(d, NULL) < 0)
+    return;
+  if (cudaEventDestroy((cudaEvent_t)fence) != cudaSuccess)
+    (void)cudaGetLastError();
+}
+
 void device__cuda_probe(device *d) {
   if (device__cuda_enter(d, NULL) < 0)
     return;
@@ -212,6 +252,23 @@ int device__cuda_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
   (void)src;
   (void)bytes;
   return device__cuda_open(d, err);
+}
+
+int device__cuda_fence_mark(device *d, void **fence,
+                            char err[DEVICE_ERROR_MAX]) {
+  (void)fence;
+  return device__cuda_open(d, err);
+}
+
+int device__cuda_fence_wait(device *d, void *fence,
+                            char err[DEVICE_ERROR_MAX]) {
+  (void)fence;
+  return device__cuda_open(d, err);
+}
+
+void device__cuda_fence_free(device *d, void *fence) {
+  (void)d;
+  (void)fence;
 }
 
 void device__cuda_probe(device *d) { (void)d; }

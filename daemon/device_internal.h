@@ -52,6 +52,11 @@ void device__sim_free(device *d, void *p, uint64_t bytes);
 int device__sim_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
                         char err[DEVICE_ERROR_MAX]);
 
+int device__cuda_fence_mark(device *d, void **fence,
+                            char err[DEVICE_ERROR_MAX]);
+int device__cuda_fence_wait(device *d, void *fence,
+                            char err[DEVICE_ERROR_MAX]);
+void device__cuda_fence_free(device *d, void *fence);
 int device__cuda_open(device *d, char err[DEVICE_ERROR_MAX]);
 void device__cuda_close(device *d);
 int device__cuda_alloc(device *d, uint64_t bytes, void **out,

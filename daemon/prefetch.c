@@ -26,17 +26,21 @@ static bool at_compute_tier(const tiers *t, const slice *s) {
 }
 
 /* Queues `s` for the mover unless it is there already or has nothing to
- * gain. Mutex held. */
-static void enqueue(tiers *t, slice *s) {
+ * gain; `far`: needed more than prefetch_depth steps from now, so that it
+ * may only use free room (see plan below). Mutex held. */
+static void enqueue(tiers *t, slice *s, bool far) {
   if (t->conf.prefetch_depth == 0 || t->stopping || at_compute_tier(t, s) ||
-      atomic_load(&s->removed))
-    return;
+      s->place.busy || atomic_load(&s->removed))
+    return; /* busy: being moved already (by the mover, mostly) */
   for (size_t i = 0; i < t->queued; i++)
-    if (t->queue[i] == s)
+    if (t->queue[i] == s) {
+      t->queue_far[i] = t->queue_far[i] && far;
       return;
+    }
   if (t->queued == TIERS_PREFETCH_QUEUE)
     return;
   slice_ref(s);
+  t->queue_far[t->queued] = far;
   t->queue[t->queued++] = s;
   atomic_fetch_add(&t->prefetch_pending, 1);
   pthread_cond_signal(&t->work);
@@ -54,7 +58,7 @@ static void clear_queue(tiers *t) {
 }
 
 /* Moves queued `s` to the compute tier. Mutex held (dropped inside). */
-static void prefetch_one(tiers *t, slice *s) {
+static void prefetch_one(tiers *t, slice *s, bool far) {
   tier_place *p = &s->place;
   if (atomic_load(&s->removed) || p->busy || p->in_use > 0 ||
       at_compute_tier(t, s) || atomic_load(&s->state) == SLICE_FAILED)
@@ -63,7 +67,8 @@ static void prefetch_one(tiers *t, slice *s) {
   tiers__claim(t, s);
   uint64_t t0 = tiers__now_ns();
   proto_error e;
-  int rc = tiers__ensure(t, s, tiers__compute_tier(t), &e);
+  int rc = tiers__ensure(t, s, tiers__compute_tier(t),
+                         far ? TIERS_ROOM_FREE : TIERS_ROOM_AHEAD, &e);
   if (rc == 0) {
     p->prefetched = true;
     atomic_fetch_add(&t->prefetches, 1);
@@ -85,9 +90,12 @@ static void *mover_main(void *arg) {
       continue;
     }
     slice *s = t->queue[0];
+    bool far = t->queue_far[0];
     t->queued--;
     memmove(&t->queue[0], &t->queue[1], t->queued * sizeof(t->queue[0]));
-    prefetch_one(t, s);
+    memmove(&t->queue_far[0], &t->queue_far[1],
+            t->queued * sizeof(t->queue_far[0]));
+    prefetch_one(t, s, far);
     slice_unref(s);
     atomic_fetch_sub(&t->prefetch_pending, 1);
   }
@@ -177,7 +185,11 @@ void tiers_pipeline_step(tiers *t, slice *const *v, size_t n, size_t cur) {
    * slices compute (limit_gpu), and nothing the pipeline reaches first is
    * pushed out. A pipeline that ran last time too is taken to run again:
    * its window wraps into the next pass, so the next forward finds its
-   * first slices in. */
+   * first slices in. A slice more than prefetch_depth steps away comes in
+   * only where there is free room: evicting for it would push out a slice
+   * that is needed sooner than it would be after its own next use (a
+   * cyclic pipeline with room for half of it then reloads every slice of
+   * every pass, where evicting just in time keeps part of it resident). */
   size_t horizon = pipeline_sig(v, n) == t->last_pipeline ? n - 1 : n - 1 - cur;
   /* Under active_only every slice of the window counts, resident or not:
    * the GPU holds the running slice plus prefetch_depth, no more. */
@@ -190,7 +202,7 @@ void tiers_pipeline_step(tiers *t, slice *const *v, size_t n, size_t cur) {
     s->place.needed_next = true;
     bool in = at_compute_tier(t, s);
     if (!in)
-      enqueue(t, s);
+      enqueue(t, s, d > t->conf.prefetch_depth);
     if (!in || count_all)
       moves++;
   }
@@ -225,7 +237,7 @@ void tiers_single_step(tiers *t, slice *s) {
       break;
     x = p->successor;
     x->place.next_use_at = t->tick + k + 1;
-    enqueue(t, x);
+    enqueue(t, x, false);
   }
   pthread_mutex_unlock(&t->mu);
 }

@@ -167,7 +167,10 @@ void tiers__drop_copy(tiers *t, slice *s, int tier, int why,
   if (tier == TIER_GPU && p->dev != NULL) {
     if (p->bound == p->dev)
       p->bound = NULL;
-    device_free(t->dev, p->dev, p->bytes);
+    if (t->keep_spares && t->n_spares < TIERS_SPARES)
+      t->spares[t->n_spares++] = (tiers_spare){p->dev, p->bytes, p->fence};
+    else
+      device_free(t->dev, p->dev, p->bytes);
     p->dev = NULL;
     atomic_fetch_sub(&t->gpu_used, p->bytes);
   } else if (tier == TIER_CPU && p->host != NULL) {
@@ -251,7 +254,7 @@ static void unreserve_host(tiers *t, uint64_t bytes) {
   atomic_fetch_sub(&t->cpu_used, bytes);
 }
 
-static int ensure_host(tiers *t, slice *s, bool ahead, proto_error *err) {
+static int ensure_host(tiers *t, slice *s, int room, proto_error *err) {
   tier_place *p = &s->place;
   if (p->host != NULL)
     return 0;
@@ -266,7 +269,7 @@ static int ensure_host(tiers *t, slice *s, bool ahead, proto_error *err) {
       return rc;
   }
   const void *fresh = shim_module_blob_data(s->module);
-  int rc = tiers__make_room(t, TIER_CPU, p->bytes, s, ahead, err);
+  int rc = tiers__make_room(t, TIER_CPU, p->bytes, s, room, err);
   if (rc < 0) {
     /* A module just built must not stay outside every budget. */
     if (fresh != NULL)
@@ -314,7 +317,7 @@ static int ensure_host(tiers *t, slice *s, bool ahead, proto_error *err) {
         hostmem_free(h, bytes, pinned);
         unreserve_host(t, bytes);
         discard_module(s);
-        return ensure_host(t, s, ahead, err);
+        return ensure_host(t, s, room, err);
       }
       rc = tiers__fill(t, s, err);
       if (rc < 0) {
@@ -341,18 +344,48 @@ static int ensure_host(tiers *t, slice *s, bool ahead, proto_error *err) {
   return 0;
 }
 
-static int ensure_dev(tiers *t, slice *s, bool ahead, proto_error *err) {
+/* The block of `bytes` that make_room has just freed, if there is one; the
+ * other spares go back to the device. A stream of same-sized layers then
+ * reuses its blocks: cudaFree waits for the whole device (the compute that
+ * the move should overlap) and cudaMalloc is slow. The budget is unchanged:
+ * the spares were subtracted from gpu_used when their copies were dropped,
+ * and are freed before anything else is allocated. */
+static void *take_spare(tiers *t, uint64_t bytes) {
+  void *hit = NULL;
+  for (size_t i = 0; i < t->n_spares; i++) {
+    tiers_spare *sp = &t->spares[i];
+    char msg[DEVICE_ERROR_MAX];
+    /* The copy into it must wait for the kernels that read it last; where
+     * that cannot be ordered, cudaFree (which waits for them all) is safe. */
+    if (hit == NULL && sp->bytes == bytes &&
+        device_fence_wait(t->dev, sp->fence, msg) == 0) {
+      hit = sp->p;
+      atomic_fetch_add(&t->blocks_reused, 1);
+    }
+    else
+      device_free(t->dev, sp->p, sp->bytes);
+  }
+  t->n_spares = 0;
+  return hit;
+}
+
+static int ensure_dev(tiers *t, slice *s, int room, proto_error *err) {
   tier_place *p = &s->place;
   if (p->dev != NULL)
     return 0;
-  int rc = ensure_host(t, s, ahead, err);
-  if (rc == 0)
-    rc = tiers__make_room(t, TIER_GPU, p->bytes, s, ahead, err);
-  if (rc < 0)
+  int rc = ensure_host(t, s, room, err);
+  if (rc == 0) {
+    t->keep_spares = true;
+    rc = tiers__make_room(t, TIER_GPU, p->bytes, s, room, err);
+    t->keep_spares = true;
+  }
+  void *d = take_spare(t, p->bytes);
+  if (rc < 0) {
+    device_free(t->dev, d, p->bytes); /* none: nothing was evicted */
     return rc;
+  }
   char msg[DEVICE_ERROR_MAX];
-  void *d = NULL;
-  for (int i = 0;; i++) {
+  for (int i = 0; d == NULL; i++) {
     rc = device_alloc(t->dev, p->bytes, &d, msg);
     if (rc == 0)
       break;
@@ -396,9 +429,9 @@ static void settle_state(slice *s, int rc) {
   update_tier(s);
 }
 
-int tiers__ensure(tiers *t, slice *s, int tier, proto_error *err) {
-  int rc = tier == TIER_GPU ? ensure_dev(t, s, true, err)
-                            : ensure_host(t, s, true, err);
+int tiers__ensure(tiers *t, slice *s, int tier, int room, proto_error *err) {
+  int rc = tier == TIER_GPU ? ensure_dev(t, s, room, err)
+                            : ensure_host(t, s, room, err);
   settle_state(s, rc);
   return rc;
 }
@@ -407,6 +440,9 @@ int tiers__ensure(tiers *t, slice *s, int tier, proto_error *err) {
 static void forget(tiers *t, slice *s) {
   tiers__drop_copy(t, s, TIER_GPU, WHY_REPLACED, NULL);
   tiers__drop_copy(t, s, TIER_CPU, WHY_REPLACED, NULL);
+  if (t->dev != NULL)
+    device_fence_free(t->dev, s->place.fence);
+  s->place.fence = NULL;
   tiers__forget_hints(t, s);
   untrack(t, s);
 }
@@ -428,8 +464,8 @@ static void reap(tiers *t) {
 static int make_resident(tiers *t, slice *s, proto_error *err) {
   int ct = tiers__compute_tier(t);
   for (;;) {
-    int rc = ct == TIER_GPU ? ensure_dev(t, s, false, err)
-                            : ensure_host(t, s, false, err);
+    int rc = ct == TIER_GPU ? ensure_dev(t, s, TIERS_ROOM_DEMAND, err)
+                            : ensure_host(t, s, TIERS_ROOM_DEMAND, err);
     if (rc != SLY_E_NO_MEMORY || t->n_busy <= 1)
       return rc;
     pthread_cond_wait(&t->idle, &t->mu);
@@ -479,7 +515,16 @@ int tiers_acquire(tiers *t, slice *s, proto_error *err) {
 
 void tiers_release(tiers *t, slice *s) {
   pthread_mutex_lock(&t->mu);
-  s->place.in_use--;
+  tier_place *p = &s->place;
+  /* Its kernels may still be running: whoever reuses its device block
+   * waits for this point first (take_spare). A failed mark leaves the
+   * fence as it was; the daemon learns of a lost device elsewhere. */
+  char msg[DEVICE_ERROR_MAX];
+  if (p->dev != NULL && p->bound == p->dev &&
+      device_fence_mark(t->dev, &p->fence, msg) < 0)
+    log_warn("slice '%s': cannot order the reuse of its device memory: %s",
+             s->name, msg);
+  p->in_use--;
   pthread_mutex_unlock(&t->mu);
 }
 
@@ -492,8 +537,8 @@ static int load_locked(tiers *t, slice *s, int tier, proto_error *err) {
     return proto_fail(err, SLY_E_BAD_REQUEST,
                       "there is no disk tier (no disk_cache_path)");
   int rc = tier == TIER_DISK && s->place.on_disk ? 0
-           : tier == TIER_GPU                       ? ensure_dev(t, s, false, err)
-                                                    : ensure_host(t, s, false, err);
+           : tier == TIER_GPU ? ensure_dev(t, s, TIERS_ROOM_DEMAND, err)
+                              : ensure_host(t, s, TIERS_ROOM_DEMAND, err);
   settle_state(s, rc);
   return rc;
 }
@@ -562,9 +607,11 @@ void tiers_close(tiers *t) {
     tier_place *p = &s->place;
     if (p->dev != NULL)
       device_free(t->dev, p->dev, p->bytes);
+    if (p->fence != NULL)
+      device_fence_free(t->dev, p->fence);
     if (p->host != NULL)
       hostmem_free(p->host, p->bytes, p->host_pinned);
-    p->dev = p->host = p->bound = NULL;
+    p->dev = p->host = p->bound = p->fence = NULL;
     tiers__forget_hints(t, s);
     untrack(t, s);
   }

@@ -42,6 +42,7 @@ typedef struct {
   bool host_pinned;
   void *dev;        /* GPU tier copy, or NULL */
   void *bound;      /* the copy the module's views point into */
+  void *fence;      /* device_fence_mark after its last compute; owned */
   bool on_disk;     /* a valid cache file holds it */
   char key[DISKCACHE_KEY_HEX + 1];
   diskcache_entry *entries; /* the blob layout (names borrowed from module) */
@@ -80,6 +81,15 @@ typedef struct {
 
 /* Most slices waiting for the mover; more are dropped (prefetch is a hint). */
 #define TIERS_PREFETCH_QUEUE 64
+/* Most device blocks one move keeps from the copies it evicted, to reuse one
+ * of the size it needs (tiers.c, ensure_dev). */
+#define TIERS_SPARES 8
+
+typedef struct {
+  void *p;
+  uint64_t bytes;
+  void *fence; /* its last owner's (borrowed): a reuse waits for it */
+} tiers_spare;
 
 typedef struct tiers {
   tiers_conf conf;
@@ -90,9 +100,13 @@ typedef struct tiers {
   pthread_t mover;
   bool mover_started, stopping;
   struct slice *queue[TIERS_PREFETCH_QUEUE]; /* for the mover, referenced */
+  bool queue_far[TIERS_PREFETCH_QUEUE]; /* beyond prefetch_depth steps */
   size_t queued;
   struct slice *last_single; /* slice of the last one-slice forward (ref) */
   uint64_t last_pipeline;    /* signature of the last pipeline that ran */
+  bool keep_spares; /* ensure_dev is making room: evicted blocks wait */
+  tiers_spare spares[TIERS_SPARES];
+  size_t n_spares;
   size_t n_busy;
   uint64_t tick;
   /* Figures for stats. */
@@ -101,6 +115,7 @@ typedef struct tiers {
   atomic_uint_fast64_t evictions[4]; /* by reason: policy, explicit, replaced, failed */
   atomic_uint_fast64_t prefetches, prefetch_hits, prefetch_wasted_bytes;
   atomic_uint_fast64_t prefetch_pending; /* queued or being moved */
+  atomic_uint_fast64_t blocks_reused; /* device blocks handed from an evicted copy */
   tier_path_stats disk_to_cpu, cpu_to_gpu, build;
   struct slice **all; /* every slice with a blob somewhere (for eviction) */
   size_t n_all;

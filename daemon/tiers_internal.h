@@ -35,12 +35,17 @@ void tiers__log_move(const struct slice *s, const char *from, const char *to,
 void tiers__drop_copy(tiers *t, struct slice *s, int tier, int why,
                       const char *detail);
 
+/* How a move may make room: DEMAND (a forward needs it now: anything not
+ * busy, in use or pinned may go, as a last resort even what a pipeline
+ * needs next), AHEAD (a prefetch: never what a pipeline needs next) or
+ * FREE (a prefetch from far ahead: nothing is evicted for it). */
+enum { TIERS_ROOM_DEMAND, TIERS_ROOM_AHEAD, TIERS_ROOM_FREE };
+
 /* tiers_room.c: frees `need` bytes in `tier` (over what is free under its
- * budget) by evicting other slices; `keep` is never chosen. `ahead`: for a
- * prefetch, which must not push out what a pipeline needs next. 0 or
- * SLY_E_NO_MEMORY (err->needed set). */
+ * budget) by evicting other slices as `room` (TIERS_ROOM_*) allows; `keep`
+ * is never chosen. 0 or SLY_E_NO_MEMORY (err->needed set). */
 int tiers__make_room(tiers *t, int tier, uint64_t need, struct slice *keep,
-                     bool ahead, proto_error *err);
+                     int room, proto_error *err);
 /* Evicts the lowest-value other copy on the GPU, for allocation failures
  * the budget did not foresee. 0, or -1 when nothing may go. */
 int tiers__evict_one_gpu(tiers *t, struct slice *keep);
@@ -50,10 +55,11 @@ void tiers__claim(tiers *t, struct slice *s);
 void tiers__unclaim(tiers *t, struct slice *s);
 /* Starts tracking `s` for eviction (takes a reference). */
 void tiers__track(tiers *t, struct slice *s);
-/* Brings claimed `s` into `tier` (TIER_GPU or TIER_CPU) ahead of use: it
- * never pushes out what a pipeline needs next. Leaves the state settled
- * (resident, or unloaded/failed on error). */
-int tiers__ensure(tiers *t, struct slice *s, int tier, proto_error *err);
+/* Brings claimed `s` into `tier` (TIER_GPU or TIER_CPU) ahead of use,
+ * making room as `room` (TIERS_ROOM_AHEAD or _FREE) allows. Leaves the
+ * state settled (resident, or unloaded/failed on error). */
+int tiers__ensure(tiers *t, struct slice *s, int tier, int room,
+                  proto_error *err);
 
 /* tiers_build.c: builds claimed `s`'s module (mutex dropped meanwhile),
  * keeps its layout and cache key; and writes its cache file from the host

@@ -25,10 +25,10 @@ static double reload_gbps(tiers *t, const slice *s, int tier) {
 }
 
 /* Frees `need` bytes in `tier` (over what is free under its budget) by
- * evicting other slices; `keep` is never chosen, nor a busy one. `ahead`:
- * for a prefetch, which must not push out what a pipeline needs next. */
+ * evicting other slices as `room` allows (tiers_internal.h); `keep` is
+ * never chosen, nor a busy one. */
 int tiers__make_room(tiers *t, int tier, uint64_t need, slice *keep,
-                     bool ahead, proto_error *err) {
+                     int room, proto_error *err) {
   uint64_t budget = tier == TIER_GPU ? tiers__gpu_budget(t) : tiers__cpu_budget(t);
   uint64_t used = atomic_load(tier == TIER_GPU ? &t->gpu_used : &t->cpu_used);
   if (need > budget) {
@@ -44,6 +44,14 @@ int tiers__make_room(tiers *t, int tier, uint64_t need, slice *keep,
       tier == TIER_GPU && t->conf.strategy == GPU_STRATEGY_ACTIVE_ONLY;
   if (used + need <= budget && !active_only)
     return 0;
+  if (room == TIERS_ROOM_FREE) {
+    if (used + need <= budget)
+      return 0; /* active_only: nothing is evicted for a far prefetch */
+    return proto_fail(err, SLY_E_NO_MEMORY,
+                      "no free room for slice '%s' (%llu bytes) in the %s "
+                      "tier, and a prefetch from this far ahead evicts nothing",
+                      keep->name, (unsigned long long)need, tier_name(tier));
+  }
 
   evict_candidate *c = calloc(t->n_all + 1, sizeof(*c));
   size_t *idx = calloc(t->n_all + 1, sizeof(*idx));
@@ -83,7 +91,7 @@ int tiers__make_room(tiers *t, int tier, uint64_t need, slice *keep,
   int k = evict_choose(c, n, want, t->tick, TIERS_HALF_LIFE, order, why);
   if (k < 0 && active_only && used + need <= budget) {
     k = 0; /* nothing else may go, and it fits anyway */
-  } else if (k < 0 && !ahead) {
+  } else if (k < 0 && room == TIERS_ROOM_DEMAND) {
     /* Only the slice a pipeline needs next could make room: better to
      * reload it later than to refuse a request that fits. */
     want = used + need > budget ? used + need - budget : 0;

@@ -30,6 +30,8 @@ void tiers_stats_json(tiers *t, cJSON *reply) {
     cJSON_AddNumberToObject(gpu, "high_water", (double)ds.high_water);
     cJSON_AddNumberToObject(gpu, "device_free", (double)ds.free_bytes);
     cJSON_AddNumberToObject(gpu, "device_total", (double)ds.total_bytes);
+    cJSON_AddNumberToObject(gpu, "blocks_reused",
+                            (double)atomic_load(&t->blocks_reused));
     /* libtorch's own pool (activations), next to our weights' bytes. */
     shim_allocator_stats as;
     const char *name = t->conf.device;
