@@ -412,8 +412,14 @@ static void conn_read(conn *c) {
     } else {
       c->body_got += (size_t)n;
     }
-    if (c->hdr_got == PROTO_HEADER_BYTES && c->body_got == c->body_len)
+    if (c->hdr_got == PROTO_HEADER_BYTES && c->body_got == c->body_len) {
+      /* One frame per wake-up: epoll (level-triggered) reports the next
+       * one, which spares a recvmsg that would only say EAGAIN after each
+       * request of a client that waits for its reply, and lets the other
+       * connections in between the frames of a busy one. */
       conn_handle_frame(c);
+      return;
+    }
   }
 }
 
@@ -441,6 +447,11 @@ static void conn_update_poll(conn *c) {
     events |= UV_READABLE;
   if (c->out_head != NULL && c->out_head->ready)
     events |= UV_WRITABLE;
+  /* libuv re-arms the fd in the kernel on every uv_poll_start, even with
+   * the same events: one epoll_ctl per call, several per request. */
+  if (events == c->poll_events)
+    return;
+  c->poll_events = events;
   if (events == 0)
     uv_poll_stop(&c->poll);
   else

@@ -54,6 +54,7 @@ typedef struct conn {
   int fd;
   peer_cred peer;
   uv_poll_t poll;
+  int poll_events; /* what `poll` watches now: uv_poll_start costs a syscall */
   uv_timer_t frame_timer;
   int open_handles; /* freed when both handles have closed and refs is 0 */
   int refs;         /* loop thread only: jobs in flight hold one each */

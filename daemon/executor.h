@@ -3,7 +3,9 @@
  * Owns: one worker thread, its bounded queue (queue_depth) and the hand-back
  * to the loop thread. A job's run() executes on the worker, in submission
  * order; its done() then executes on the loop thread, in the same order. The
- * loop thread never waits on a job.
+ * loop thread never waits on a job; when it hands a lone job that should be
+ * short, it polls its other sockets without sleeping for a while instead
+ * (see executor.c), and takes the job back without a wake-up.
  */
 #ifndef DAEMON_EXECUTOR_H
 #define DAEMON_EXECUTOR_H
@@ -36,8 +38,12 @@ typedef struct {
   bool stop;
   bool sleeping;         /* in pthread_cond_wait: submit must signal */
   atomic_bool has_work;  /* what a spinning worker watches */
+  atomic_int handback;   /* EXECUTOR_HANDBACK_*: see executor.c */
+  atomic_uint_fast64_t last_run_us; /* how long the last job ran */
+  uint64_t watch_until_us; /* loop thread: when it stops polling for one */
   uv_async_t async;
-  bool async_open;
+  uv_idle_t watch; /* keeps the loop polling while a short job runs */
+  bool async_open, watch_open;
 } executor;
 
 /* Starts the worker. Returns 0 or a negative errno / libuv error. */
