@@ -323,7 +323,7 @@ static void cuda_matches(const char *ctor, const char *json, const tensor *x,
 /* Runs only where libtorch sees a CUDA device (tests/gpu). */
 Test(shim, cuda_forward_matches_the_cpu) {
   if (!shim_cuda_available())
-    cr_skip_test("no CUDA device");
+    SHIM_SKIP("no CUDA device");
   tensor x = TENSOR(PROTO_DTYPE_FLOAT32, 2, 4);
   fill_float(&x, -1, 0.3f);
   cuda_matches("mlp", "{\"in_features\": 4, \"hidden_features\": [8], "

@@ -514,9 +514,9 @@ static void *cuda_copy(const void *host, uint64_t n) {
 /* Runs only where libtorch sees a CUDA device (tests/gpu). */
 Test(shim_bind, binding_to_cuda_memory_and_back) {
   if (!shim_cuda_available())
-    cr_skip_test("no CUDA device");
+    SHIM_SKIP("no CUDA device");
 #ifndef SLY_HAVE_CUDA
-  cr_skip_test("built without the CUDA runtime (CUDA=no)");
+  SHIM_SKIP("built without the CUDA runtime (CUDA=no)");
 #else
   for (size_t k = 0; k < 4; k++) {
     subject s = subject_new(subjects[k]);
