@@ -185,15 +185,20 @@ void tiers_pipeline_step(tiers *t, slice *const *v, size_t n, size_t cur) {
    * slices compute (limit_gpu), and nothing the pipeline reaches first is
    * pushed out. A pipeline that ran last time too is taken to run again:
    * its window wraps into the next pass, so the next forward finds its
-   * first slices in. A slice more than prefetch_depth steps away comes in
-   * only where there is free room: evicting for it would push out a slice
-   * that is needed sooner than it would be after its own next use (a
-   * cyclic pipeline with room for half of it then reloads every slice of
-   * every pass, where evicting just in time keeps part of it resident). */
+   * first slices in.
+   * A slice more than prefetch_depth steps away may evict only while the
+   * forwards wait for copies (one of the last eight acquires did): then a
+   * copy engine that stands still costs time, and every copy started
+   * early is time won. Otherwise it comes in only where there is free
+   * room: the window would fill the tier with the slices ahead and push
+   * out the ones that stay from pass to pass (a cyclic pipeline of six
+   * with room for four then reloads all of it every pass; evicting just
+   * in time keeps part of it resident). */
   size_t horizon = pipeline_sig(v, n) == t->last_pipeline ? n - 1 : n - 1 - cur;
   /* Under active_only every slice of the window counts, resident or not:
    * the GPU holds the running slice plus prefetch_depth, no more. */
   bool count_all = t->conf.strategy == GPU_STRATEGY_ACTIVE_ONLY;
+  bool copy_bound = (t->stalls & 0xffu) != 0;
   uint64_t moves = 0;
   for (size_t d = 1; d <= horizon && moves < t->conf.prefetch_depth; d++) {
     slice *s = v[(cur + d) % n];
@@ -202,7 +207,7 @@ void tiers_pipeline_step(tiers *t, slice *const *v, size_t n, size_t cur) {
     s->place.needed_next = true;
     bool in = at_compute_tier(t, s);
     if (!in)
-      enqueue(t, s, d > t->conf.prefetch_depth);
+      enqueue(t, s, d > t->conf.prefetch_depth && !copy_bound);
     if (!in || count_all)
       moves++;
   }

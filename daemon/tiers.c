@@ -473,13 +473,16 @@ static int make_resident(tiers *t, slice *s, proto_error *err) {
 }
 
 /* What every op that uses `s` does first and last: the mutex, a tick of the
- * logical clock, removed slices reaped, `s` tracked and claimed. */
-static void op_begin(tiers *t, slice *s) {
+ * logical clock, removed slices reaped, `s` tracked and claimed. Returns
+ * whether it had to wait for another thread's move of `s`. */
+static bool op_begin(tiers *t, slice *s) {
   pthread_mutex_lock(&t->mu);
   reap(t);
   t->tick++;
   tiers__track(t, s);
+  bool waited = s->place.busy;
   tiers__claim(t, s);
+  return waited;
 }
 
 static void op_end(tiers *t, slice *s) {
@@ -488,10 +491,12 @@ static void op_end(tiers *t, slice *s) {
 }
 
 int tiers_acquire(tiers *t, slice *s, proto_error *err) {
-  op_begin(t, s);
+  bool waited = op_begin(t, s);
   tier_place *p = &s->place;
   int ct = tiers__compute_tier(t);
   bool hit = ct == TIER_GPU ? p->dev != NULL : p->host != NULL;
+  /* Whether the forwards wait for copies: see prefetch.c's window. */
+  t->stalls = t->stalls << 1 | (waited || !hit);
   atomic_fetch_add(hit ? &t->hits : &t->misses, 1);
   if (hit && p->prefetched)
     atomic_fetch_add(&t->prefetch_hits, 1);

@@ -104,6 +104,7 @@ typedef struct tiers {
   size_t queued;
   struct slice *last_single; /* slice of the last one-slice forward (ref) */
   uint64_t last_pipeline;    /* signature of the last pipeline that ran */
+  uint32_t stalls;  /* one bit per recent acquire: 1 = it waited for a move */
   bool keep_spares; /* ensure_dev is making room: evicted blocks wait */
   tiers_spare spares[TIERS_SPARES];
   size_t n_spares;

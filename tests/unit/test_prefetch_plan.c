@@ -150,6 +150,38 @@ Test(prefetch_plan, an_evicted_block_is_reused_for_the_next_copy) {
   rig_close(&r);
 }
 
+/* Room for four, s1, s2 and s5 on the GPU: a step at s0 reaches s3, three
+ * steps away, past prefetch_depth 1. It may evict for it only while
+ * forwards wait for copies, here when the acquire of s0 had to bring s0 in
+ * itself; when s0 was in already, s3 waits for free room or for the
+ * forward to come nearer. */
+static void far_slice(bool s0_in) {
+  rig r;
+  rig_open(&r, "limit_gpu", 5, 1);
+  proto_error e;
+  size_t in[] = {1, 2, 5, 0};
+  for (size_t k = 0; k < (s0_in ? 4u : 3u); k++)
+    cr_assert_eq(tiers_load(&r.t, r.v[in[k]], TIER_GPU, &e), 0, "load: %s",
+                 e.message);
+  step(&r, 0);
+  settle(&r);
+  const char *when = s0_in ? "s0 was in" : "s0 had to be brought in";
+  cr_expect_eq(on_gpu(r.v[3]), !s0_in, "%s: s3 on the gpu %d", when,
+               on_gpu(r.v[3]));
+  /* The victim is s0, which has just run: its next use is the furthest. */
+  cr_expect_eq(on_gpu(r.v[0]), s0_in, "%s: s0 on the gpu %d", when,
+               on_gpu(r.v[0]));
+  cr_expect(on_gpu(r.v[1]) && on_gpu(r.v[2]) && on_gpu(r.v[5]),
+            "%s: s1, s2 or s5 evicted", when);
+  tiers_pipeline_end(&r.t, r.v, N_SLICES);
+  rig_close(&r);
+}
+
+Test(prefetch_plan, a_far_slice_evicts_only_while_forwards_wait_for_copies) {
+  far_slice(false);
+  far_slice(true);
+}
+
 /* A cyclic pipeline of six with room for four, the mover settling after
  * every step (so nothing here depends on timing). A prefetch from beyond
  * prefetch_depth that evicted would push out the slice that has just run,
