@@ -2,7 +2,6 @@
 #include "executor.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -36,12 +35,28 @@ enum {
   EXECUTOR_HANDBACK_HANDED
 };
 
-/* Spins until work is flagged or EXECUTOR_SPIN_US pass; mutex not held. */
+/* Tells the core a spin-wait is going on (cheaper for its sibling thread
+ * and for power), without leaving user space. */
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* Spins until work is flagged or EXECUTOR_SPIN_US pass; mutex not held.
+ * In user space: a sched_yield per turn was a system call each time, and
+ * the forward that came next ran slower after them (the bench 1 median
+ * 46-57 us with it, 41-46 us without, side by side on this VM). */
 static void spin_for_work(executor *ex) {
   uint64_t end = conn_now_us() + EXECUTOR_SPIN_US;
   while (!atomic_load_explicit(&ex->has_work, memory_order_acquire) &&
          conn_now_us() < end)
-    sched_yield();
+    for (int i = 0; i < 64 && !atomic_load_explicit(&ex->has_work,
+                                                    memory_order_relaxed);
+         i++)
+      cpu_relax();
 }
 
 static void *executor_main(void *arg) {
