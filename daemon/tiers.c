@@ -377,7 +377,7 @@ static int ensure_dev(tiers *t, slice *s, int room, proto_error *err) {
   if (rc == 0) {
     t->keep_spares = true;
     rc = tiers__make_room(t, TIER_GPU, p->bytes, s, room, err);
-    t->keep_spares = true;
+    t->keep_spares = false;
   }
   void *d = take_spare(t, p->bytes);
   if (rc < 0) {

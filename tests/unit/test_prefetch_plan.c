@@ -150,6 +150,26 @@ Test(prefetch_plan, an_evicted_block_is_reused_for_the_next_copy) {
   rig_close(&r);
 }
 
+/* Only a move keeps evicted blocks for itself: a copy evicted by anything
+ * else (here an explicit evict, after a move that did evict) goes back to
+ * the device at once. */
+Test(prefetch_plan, an_evict_outside_a_move_frees_the_block) {
+  rig r;
+  rig_open(&r, "limit_gpu", 3, 0);
+  for (size_t i = 0; i < 3; i++)
+    step(&r, i); /* the third move evicts */
+  proto_error e;
+  cr_assert_eq(tiers_evict(&r.t, r.v[2], TIER_CPU, &e), 0, "%s", e.message);
+  device_stats ds;
+  device_get_stats(r.t.dev, &ds);
+  cr_expect_eq(ds.used, atomic_load(&r.t.gpu_used),
+               "the device holds %llu bytes, the tiers count %llu",
+               (unsigned long long)ds.used,
+               (unsigned long long)atomic_load(&r.t.gpu_used));
+  tiers_pipeline_end(&r.t, r.v, N_SLICES);
+  rig_close(&r);
+}
+
 /* Room for four, s1, s2 and s5 on the GPU: a step at s0 reaches s3, three
  * steps away, past prefetch_depth 1. It may evict for it only while
  * forwards wait for copies, here when the acquire of s0 had to bring s0 in
