@@ -30,8 +30,9 @@ typedef struct {
   long count; /* frames to show; 0 = until interrupted */
 } top_opts;
 
-static const char *const top_paths[] = {"disk_to_cpu", "cpu_to_gpu", "build"};
-#define TOP_PATHS 3
+static const char *const top_paths[] = {"disk_to_cpu", "cpu_to_gpu",
+                                        "disk_to_gpu", "build"};
+#define TOP_PATHS 4
 
 /* A positive integer in [lo, hi], or -1. */
 static long top_number(const char *s, long lo, long hi) {
@@ -156,7 +157,7 @@ int sly__ctl_top(sly_conn *c, int argc, char **argv, sly_error *err) {
   if (rc != 0)
     return rc;
   bool tty = isatty(STDOUT_FILENO);
-  double prev[TOP_PATHS] = {NAN, NAN, NAN}, prev_t = 0;
+  double prev[TOP_PATHS] = {NAN, NAN, NAN, NAN}, prev_t = 0;
   for (long frame = 0; o.count == 0 || frame < o.count; frame++) {
     if (frame > 0) {
       struct timespec ts = {o.interval_ms / 1000,

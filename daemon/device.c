@@ -189,8 +189,9 @@ void device_fence_free(device *d, void *fence) {
     device__cuda_fence_free(d, fence);
 }
 
-int device_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
-                   char err[DEVICE_ERROR_MAX]) {
+int device_copy_start(device *d, device_copy_batch *b, void *dst,
+                      const void *src, uint64_t bytes,
+                      char err[DEVICE_ERROR_MAX]) {
   if (bytes == 0)
     return 0;
   if (dst == NULL || src == NULL)
@@ -205,8 +206,34 @@ int device_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
               device__name(d));
     return device__lost_injected(d, err);
   }
-  return d->sim ? device__sim_copy_in(d, dst, src, bytes, err)
-                : device__cuda_copy_in(d, dst, src, bytes, err);
+  b->started++;
+  if (d->sim) {
+    device__sim_copy_start(d, b, dst, src, bytes);
+    return 0;
+  }
+  return device__cuda_copy_start(d, dst, src, bytes, err);
+}
+
+int device_copy_finish(device *d, device_copy_batch *b,
+                       char err[DEVICE_ERROR_MAX]) {
+  if (b->started == 0)
+    return 0;
+  b->started = 0;
+  if (d->sim) {
+    device__sim_copy_finish(b);
+    return 0;
+  }
+  return device__cuda_copy_finish(d, err);
+}
+
+int device_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
+                   char err[DEVICE_ERROR_MAX]) {
+  device_copy_batch b = {0};
+  int rc = device_copy_start(d, &b, dst, src, bytes, err);
+  /* A failed start may have left earlier copies running: waits for them. */
+  char ignored[DEVICE_ERROR_MAX];
+  int done = device_copy_finish(d, &b, rc < 0 ? ignored : err);
+  return rc < 0 ? rc : done;
 }
 
 void device_get_stats(device *d, device_stats *out) {

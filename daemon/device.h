@@ -49,6 +49,27 @@ void device_free(device *d, void *p, uint64_t bytes);
 int device_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
                    char err[DEVICE_ERROR_MAX]);
 
+/* Copies started and not yet waited for, so that the caller can go on (with
+ * the next chunk of a disk read) while they run. Zeroed by the caller; on
+ * the caller's stack. cuda: the copies run in order on the copy stream. sim:
+ * `busy_until` is when a copy engine of the configured bandwidth would be
+ * done with them (monotonic seconds); the bytes are copied at once. */
+typedef struct {
+  double busy_until;
+  uint32_t started;
+} device_copy_batch;
+
+/* Starts a host -> device copy in `b`. `src` and `dst` must stay as they are
+ * until device_copy_finish returns, even after an error. Same errors as
+ * device_copy_in. */
+int device_copy_start(device *d, device_copy_batch *b, void *dst,
+                      const void *src, uint64_t bytes,
+                      char err[DEVICE_ERROR_MAX]);
+/* Waits for every copy of `b` (cuda: the copy stream, so also copies another
+ * thread started on it). Call once whatever device_copy_start returned. */
+int device_copy_finish(device *d, device_copy_batch *b,
+                       char err[DEVICE_ERROR_MAX]);
+
 /* Stream order for memory that changes hands. libtorch's kernels run
  * after shim_forward returns; a blob they read may only be overwritten once
  * they are done. A fence marks that point (cuda: an event recorded on the

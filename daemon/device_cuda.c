@@ -141,17 +141,26 @@ void device__cuda_free(device *d, void *p) {
     device__cuda_error(d, e, "cudaFree", NULL);
 }
 
-int device__cuda_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
-                         char err[DEVICE_ERROR_MAX]) {
+int device__cuda_copy_start(device *d, void *dst, const void *src,
+                            uint64_t bytes, char err[DEVICE_ERROR_MAX]) {
   int r = device__cuda_enter(d, err);
   if (r < 0)
     return r;
-  cudaStream_t s = (cudaStream_t)d->stream;
   cudaError_t e = cudaMemcpyAsync(dst, src, (size_t)bytes,
-                                  cudaMemcpyHostToDevice, s);
+                                  cudaMemcpyHostToDevice,
+                                  (cudaStream_t)d->stream);
   if (e != cudaSuccess)
     return device__cuda_error(d, e, "cudaMemcpyAsync", err);
-  e = cudaStreamSynchronize(s);
+  return 0;
+}
+
+/* The copy stream only: never a device-wide synchronize, which would wait
+ * for the compute the copies are meant to overlap. */
+int device__cuda_copy_finish(device *d, char err[DEVICE_ERROR_MAX]) {
+  int r = device__cuda_enter(d, err);
+  if (r < 0)
+    return r;
+  cudaError_t e = cudaStreamSynchronize((cudaStream_t)d->stream);
   if (e != cudaSuccess)
     return device__cuda_error(d, e, "cudaStreamSynchronize", err);
   return 0;
@@ -246,11 +255,15 @@ void device__cuda_free(device *d, void *p) {
   (void)p;
 }
 
-int device__cuda_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
-                         char err[DEVICE_ERROR_MAX]) {
+int device__cuda_copy_start(device *d, void *dst, const void *src,
+                            uint64_t bytes, char err[DEVICE_ERROR_MAX]) {
   (void)dst;
   (void)src;
   (void)bytes;
+  return device__cuda_open(d, err);
+}
+
+int device__cuda_copy_finish(device *d, char err[DEVICE_ERROR_MAX]) {
   return device__cuda_open(d, err);
 }
 

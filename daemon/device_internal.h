@@ -49,8 +49,9 @@ void device__sim_close(device *d);
 int device__sim_alloc(device *d, uint64_t bytes, void **out,
                       char err[DEVICE_ERROR_MAX]);
 void device__sim_free(device *d, void *p, uint64_t bytes);
-int device__sim_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
-                        char err[DEVICE_ERROR_MAX]);
+void device__sim_copy_start(device *d, device_copy_batch *b, void *dst,
+                            const void *src, uint64_t bytes);
+void device__sim_copy_finish(device_copy_batch *b);
 
 int device__cuda_fence_mark(device *d, void **fence,
                             char err[DEVICE_ERROR_MAX]);
@@ -62,8 +63,9 @@ void device__cuda_close(device *d);
 int device__cuda_alloc(device *d, uint64_t bytes, void **out,
                        char err[DEVICE_ERROR_MAX]);
 void device__cuda_free(device *d, void *p);
-int device__cuda_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
-                         char err[DEVICE_ERROR_MAX]);
+int device__cuda_copy_start(device *d, void *dst, const void *src,
+                            uint64_t bytes, char err[DEVICE_ERROR_MAX]);
+int device__cuda_copy_finish(device *d, char err[DEVICE_ERROR_MAX]);
 /* The device's own free and total bytes; both 0 when they cannot be read. */
 void device__cuda_mem_info(device *d, uint64_t *free_bytes,
                            uint64_t *total_bytes);

@@ -120,13 +120,20 @@ static void device__sleep_until(double deadline) {
     ;
 }
 
-int device__sim_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
-                        char err[DEVICE_ERROR_MAX]) {
-  (void)err;
+/* One copy engine per batch: a copy starts when the engine is free or now,
+ * whichever is later, and takes bytes / bandwidth, memcpy's own time
+ * included. The memcpy runs at once on the caller's thread. */
+void device__sim_copy_start(device *d, device_copy_batch *b, void *dst,
+                            const void *src, uint64_t bytes) {
   double start = device__now();
+  if (b->busy_until > start)
+    start = b->busy_until;
   memcpy(dst, src, (size_t)bytes);
-  /* The copy takes bytes / bandwidth in all: memcpy's own time counts. */
   if (d->sim_gbps > 0)
-    device__sleep_until(start + (double)bytes / (d->sim_gbps * 1e9));
-  return 0;
+    b->busy_until = start + (double)bytes / (d->sim_gbps * 1e9);
+}
+
+void device__sim_copy_finish(device_copy_batch *b) {
+  if (b->busy_until > 0)
+    device__sleep_until(b->busy_until);
 }

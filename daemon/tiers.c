@@ -157,7 +157,7 @@ static void untrack(tiers *t, slice *s) {
 }
 
 void tiers__drop_copy(tiers *t, slice *s, int tier, int why,
-                      const char *detail) {
+                      const char *detail, tiers_spares *keep) {
   tier_place *p = &s->place;
   if (tier == tiers__compute_tier(t) && p->prefetched &&
       (tier == TIER_GPU ? p->dev : p->host) != NULL) {
@@ -167,9 +167,11 @@ void tiers__drop_copy(tiers *t, slice *s, int tier, int why,
   if (tier == TIER_GPU && p->dev != NULL) {
     if (p->bound == p->dev)
       p->bound = NULL;
-    if (t->keep_spares && t->n_spares < TIERS_SPARES)
-      t->spares[t->n_spares++] = (tiers_spare){p->dev, p->bytes, p->fence};
-    else
+    if (keep != NULL && keep->n < TIERS_SPARES) {
+      keep->v[keep->n].p = p->dev;
+      keep->v[keep->n].bytes = p->bytes;
+      keep->v[keep->n++].fence = p->fence;
+    } else
       device_free(t->dev, p->dev, p->bytes);
     p->dev = NULL;
     atomic_fetch_sub(&t->gpu_used, p->bytes);
@@ -230,9 +232,32 @@ static int bind_to(slice *s, void *target, const char *dev, proto_error *err) {
   return 0;
 }
 
-/* Reads the cache file of claimed `s` into `h` (mutex dropped). 0, or the
- * diskcache error (in msg): -EBADMSG/-ENOENT mean the file is bad or gone. */
-static int read_cache(tiers *t, slice *s, void *h,
+/* A device block that a disk read fills as it goes: each chunk, once read,
+ * is copied on while the next one is read, so that a slice on disk reaches
+ * the GPU in about the time of the slower of the two paths, not their sum.
+ * The copies are provisional until the read has checked the whole blob. */
+typedef struct {
+  tiers *t;
+  void *dst;       /* the device block (reserve_dev) */
+  const char *src; /* the host copy the read fills */
+  device_copy_batch batch;
+  int rc;          /* the first copy's error; no copy is started after it */
+  char msg[DEVICE_ERROR_MAX];
+  bool done;       /* every byte copied, and the read checked them all */
+} dev_stream;
+
+static int stream_chunk(void *arg, uint64_t offset, size_t len) {
+  dev_stream *ds = arg;
+  if (ds->rc == 0)
+    ds->rc = device_copy_start(ds->t->dev, &ds->batch, (char *)ds->dst + offset,
+                               ds->src + offset, len, ds->msg);
+  return 0; /* the host copy is worth finishing even when the device fails */
+}
+
+/* Reads the cache file of claimed `s` into `h` (mutex dropped), and on into
+ * ds->dst as it lands when `ds` is given. 0, or the diskcache error (in
+ * msg): -EBADMSG/-ENOENT mean the file is bad or gone. */
+static int read_cache(tiers *t, slice *s, void *h, dev_stream *ds,
                       char msg[DISKCACHE_ERROR_MAX]) {
   tier_place *p = &s->place;
   diskcache_layout l = {
@@ -240,12 +265,29 @@ static int read_cache(tiers *t, slice *s, void *h,
   memcpy(l.key, p->key, sizeof(l.key));
   pthread_mutex_unlock(&t->mu);
   uint64_t t0 = tiers__now_ns();
-  int rc = diskcache_read(t->conf.disk_cache_path, &l, h, 0, msg);
+  if (ds != NULL)
+    ds->src = h;
+  int rc = diskcache_read_chunks(t->conf.disk_cache_path, &l, h, t->read_chunk,
+                                 ds ? stream_chunk : NULL, ds, msg);
   uint64_t ns = tiers__now_ns() - t0;
+  if (ds != NULL) {
+    /* Whatever happened, nothing may touch h or ds->dst before this. */
+    char ignored[DEVICE_ERROR_MAX];
+    int frc = device_copy_finish(t->dev, &ds->batch,
+                                 ds->rc < 0 ? ignored : ds->msg);
+    if (ds->rc == 0)
+      ds->rc = frc;
+    ds->done = rc == 0 && ds->rc == 0;
+  }
+  uint64_t ns_dev = tiers__now_ns() - t0;
   pthread_mutex_lock(&t->mu);
   if (rc == 0) {
     tiers__path_add(&t->disk_to_cpu, p->bytes, ns);
     tiers__log_move(s, "disk", "cpu", p->bytes, ns);
+  }
+  if (ds != NULL && ds->done) {
+    tiers__path_add(&t->disk_to_gpu, p->bytes, ns_dev);
+    tiers__log_move(s, "disk", "gpu", p->bytes, ns_dev);
   }
   return rc;
 }
@@ -254,7 +296,10 @@ static void unreserve_host(tiers *t, uint64_t bytes) {
   atomic_fetch_sub(&t->cpu_used, bytes);
 }
 
-static int ensure_host(tiers *t, slice *s, int room, proto_error *err) {
+/* Brings claimed `s` to the host tier; with `ds`, a read from disk also
+ * fills ds->dst (ds->done says whether it did). */
+static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
+                       proto_error *err) {
   tier_place *p = &s->place;
   if (p->host != NULL)
     return 0;
@@ -269,7 +314,7 @@ static int ensure_host(tiers *t, slice *s, int room, proto_error *err) {
       return rc;
   }
   const void *fresh = shim_module_blob_data(s->module);
-  int rc = tiers__make_room(t, TIER_CPU, p->bytes, s, room, err);
+  int rc = tiers__make_room(t, TIER_CPU, p->bytes, s, room, NULL, err);
   if (rc < 0) {
     /* A module just built must not stay outside every budget. */
     if (fresh != NULL)
@@ -300,7 +345,7 @@ static int ensure_host(tiers *t, slice *s, int room, proto_error *err) {
     /* A valid cache file is what the slice is served from, also right after
      * a restart; a bad one is dropped (and the fresh build used). */
     char msg[DISKCACHE_ERROR_MAX];
-    rc = read_cache(t, s, h, msg);
+    rc = read_cache(t, s, h, ds, msg);
     if (rc != 0 && rc != -EBADMSG && rc != -ENOENT) {
       log_error("slice %s: cache file %s: %s", s->name, p->key, msg);
       hostmem_free(h, bytes, pinned);
@@ -317,7 +362,7 @@ static int ensure_host(tiers *t, slice *s, int room, proto_error *err) {
         hostmem_free(h, bytes, pinned);
         unreserve_host(t, bytes);
         discard_module(s);
-        return ensure_host(t, s, room, err);
+        return ensure_host(t, s, room, ds, err);
       }
       rc = tiers__fill(t, s, err);
       if (rc < 0) {
@@ -344,42 +389,38 @@ static int ensure_host(tiers *t, slice *s, int room, proto_error *err) {
   return 0;
 }
 
-/* The block of `bytes` that make_room has just freed, if there is one; the
- * other spares go back to the device. A stream of same-sized layers then
- * reuses its blocks: cudaFree waits for the whole device (the compute that
- * the move should overlap) and cudaMalloc is slow. The budget is unchanged:
- * the spares were subtracted from gpu_used when their copies were dropped,
- * and are freed before anything else is allocated. */
-static void *take_spare(tiers *t, uint64_t bytes) {
+/* The block of `bytes` among the spares make_room has just collected, if
+ * there is one; the others go back to the device. A stream of same-sized
+ * layers then reuses its blocks: cudaFree waits for the whole device (the
+ * compute that the move should overlap) and cudaMalloc is slow. The budget
+ * is unchanged: the spares were subtracted from gpu_used when their copies
+ * were dropped, and are freed before anything else is allocated. */
+static void *take_spare(tiers *t, tiers_spares *sp, uint64_t bytes) {
   void *hit = NULL;
-  for (size_t i = 0; i < t->n_spares; i++) {
-    tiers_spare *sp = &t->spares[i];
+  for (size_t i = 0; i < sp->n; i++) {
     char msg[DEVICE_ERROR_MAX];
     /* The copy into it must wait for the kernels that read it last; where
      * that cannot be ordered, cudaFree (which waits for them all) is safe. */
-    if (hit == NULL && sp->bytes == bytes &&
-        device_fence_wait(t->dev, sp->fence, msg) == 0) {
-      hit = sp->p;
+    if (hit == NULL && sp->v[i].bytes == bytes &&
+        device_fence_wait(t->dev, sp->v[i].fence, msg) == 0) {
+      hit = sp->v[i].p;
       atomic_fetch_add(&t->blocks_reused, 1);
+    } else {
+      device_free(t->dev, sp->v[i].p, sp->v[i].bytes);
     }
-    else
-      device_free(t->dev, sp->p, sp->bytes);
   }
-  t->n_spares = 0;
+  sp->n = 0;
   return hit;
 }
 
-static int ensure_dev(tiers *t, slice *s, int room, proto_error *err) {
+/* A device block of p->bytes for claimed `s`, counted in gpu_used, room
+ * made as `room` allows. 0, or the error (in err). */
+static int reserve_dev(tiers *t, slice *s, int room, void **out,
+                       proto_error *err) {
   tier_place *p = &s->place;
-  if (p->dev != NULL)
-    return 0;
-  int rc = ensure_host(t, s, room, err);
-  if (rc == 0) {
-    t->keep_spares = true;
-    rc = tiers__make_room(t, TIER_GPU, p->bytes, s, room, err);
-    t->keep_spares = false;
-  }
-  void *d = take_spare(t, p->bytes);
+  tiers_spares spares = {.n = 0};
+  int rc = tiers__make_room(t, TIER_GPU, p->bytes, s, room, &spares, err);
+  void *d = take_spare(t, &spares, p->bytes);
   if (rc < 0) {
     device_free(t->dev, d, p->bytes); /* none: nothing was evicted */
     return rc;
@@ -400,20 +441,61 @@ static int ensure_dev(tiers *t, slice *s, int room, proto_error *err) {
     }
   }
   atomic_fetch_add(&t->gpu_used, p->bytes);
-  pthread_mutex_unlock(&t->mu);
-  uint64_t t0 = tiers__now_ns();
-  rc = device_copy_in(t->dev, d, p->host, p->bytes, msg);
-  uint64_t ns = tiers__now_ns() - t0;
-  pthread_mutex_lock(&t->mu);
-  if (rc < 0) {
-    device_free(t->dev, d, p->bytes);
-    atomic_fetch_sub(&t->gpu_used, p->bytes);
-    return proto_fail(err, rc, "slice '%s': copy to %s: %s", s->name,
-                      t->conf.device, msg);
+  *out = d;
+  return 0;
+}
+
+static void unreserve_dev(tiers *t, void *d, uint64_t bytes) {
+  device_free(t->dev, d, bytes);
+  atomic_fetch_sub(&t->gpu_used, bytes);
+}
+
+static int ensure_dev(tiers *t, slice *s, int room, proto_error *err) {
+  tier_place *p = &s->place;
+  if (p->dev != NULL)
+    return 0;
+  dev_stream ds = {.t = t};
+  uint64_t bytes = p->bytes;
+  int rc;
+  if (p->host == NULL && p->on_disk && s->module != NULL && bytes > 0) {
+    /* The block comes first so that the copy can follow the read. */
+    rc = reserve_dev(t, s, room, &ds.dst, err);
+    if (rc < 0)
+      return rc;
+    rc = ensure_host(t, s, room, &ds, err);
+    if (rc == 0 && ds.rc < 0)
+      rc = proto_fail(err, ds.rc, "slice '%s': copy to %s: %s", s->name,
+                      t->conf.device, ds.msg);
+    if (rc < 0 || (!ds.done && p->bytes != bytes)) {
+      unreserve_dev(t, ds.dst, bytes); /* a rebuild changed its size */
+      ds.dst = NULL;
+    }
+  } else {
+    rc = ensure_host(t, s, room, NULL, err);
   }
-  tiers__path_add(&t->cpu_to_gpu, p->bytes, ns);
-  tiers__log_move(s, "cpu", "gpu", p->bytes, ns);
-  p->dev = d;
+  if (rc < 0)
+    return rc;
+  if (ds.dst == NULL) {
+    rc = reserve_dev(t, s, room, &ds.dst, err);
+    if (rc < 0)
+      return rc;
+  }
+  if (!ds.done) {
+    char msg[DEVICE_ERROR_MAX];
+    pthread_mutex_unlock(&t->mu);
+    uint64_t t0 = tiers__now_ns();
+    rc = device_copy_in(t->dev, ds.dst, p->host, p->bytes, msg);
+    uint64_t ns = tiers__now_ns() - t0;
+    pthread_mutex_lock(&t->mu);
+    if (rc < 0) {
+      unreserve_dev(t, ds.dst, p->bytes);
+      return proto_fail(err, rc, "slice '%s': copy to %s: %s", s->name,
+                        t->conf.device, msg);
+    }
+    tiers__path_add(&t->cpu_to_gpu, p->bytes, ns);
+    tiers__log_move(s, "cpu", "gpu", p->bytes, ns);
+  }
+  p->dev = ds.dst;
   update_tier(s);
   return 0;
 }
@@ -431,15 +513,15 @@ static void settle_state(slice *s, int rc) {
 
 int tiers__ensure(tiers *t, slice *s, int tier, int room, proto_error *err) {
   int rc = tier == TIER_GPU ? ensure_dev(t, s, room, err)
-                            : ensure_host(t, s, room, err);
+                            : ensure_host(t, s, room, NULL, err);
   settle_state(s, rc);
   return rc;
 }
 
 /* Frees every copy of a slice that is going away and stops tracking it. */
 static void forget(tiers *t, slice *s) {
-  tiers__drop_copy(t, s, TIER_GPU, WHY_REPLACED, NULL);
-  tiers__drop_copy(t, s, TIER_CPU, WHY_REPLACED, NULL);
+  tiers__drop_copy(t, s, TIER_GPU, WHY_REPLACED, NULL, NULL);
+  tiers__drop_copy(t, s, TIER_CPU, WHY_REPLACED, NULL, NULL);
   if (t->dev != NULL)
     device_fence_free(t->dev, s->place.fence);
   s->place.fence = NULL;
@@ -465,7 +547,7 @@ static int make_resident(tiers *t, slice *s, proto_error *err) {
   int ct = tiers__compute_tier(t);
   for (;;) {
     int rc = ct == TIER_GPU ? ensure_dev(t, s, TIERS_ROOM_DEMAND, err)
-                            : ensure_host(t, s, TIERS_ROOM_DEMAND, err);
+                            : ensure_host(t, s, TIERS_ROOM_DEMAND, NULL, err);
     if (rc != SLY_E_NO_MEMORY || t->n_busy <= 1)
       return rc;
     pthread_cond_wait(&t->idle, &t->mu);
@@ -543,7 +625,7 @@ static int load_locked(tiers *t, slice *s, int tier, proto_error *err) {
                       "there is no disk tier (no disk_cache_path)");
   int rc = tier == TIER_DISK && s->place.on_disk ? 0
            : tier == TIER_GPU ? ensure_dev(t, s, TIERS_ROOM_DEMAND, err)
-                              : ensure_host(t, s, TIERS_ROOM_DEMAND, err);
+                              : ensure_host(t, s, TIERS_ROOM_DEMAND, NULL, err);
   settle_state(s, rc);
   return rc;
 }
@@ -570,11 +652,11 @@ int tiers_evict(tiers *t, slice *s, int tier, proto_error *err) {
     rc = proto_fail(err, SLY_E_BUSY, "slice '%s' is in use", s->name);
   } else {
     if (tier >= TIER_CPU)
-      tiers__drop_copy(t, s, TIER_GPU, WHY_EXPLICIT, NULL);
+      tiers__drop_copy(t, s, TIER_GPU, WHY_EXPLICIT, NULL, NULL);
     if (tier >= TIER_DISK) {
       /* Without a cache file the slice falls to "none" and is rebuilt. */
       tiers__write_cache(t, s);
-      tiers__drop_copy(t, s, TIER_CPU, WHY_EXPLICIT, NULL);
+      tiers__drop_copy(t, s, TIER_CPU, WHY_EXPLICIT, NULL, NULL);
     }
     update_tier(s);
   }

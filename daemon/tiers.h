@@ -81,16 +81,6 @@ typedef struct {
 
 /* Most slices waiting for the mover; more are dropped (prefetch is a hint). */
 #define TIERS_PREFETCH_QUEUE 64
-/* Most device blocks one move keeps from the copies it evicted, to reuse one
- * of the size it needs (tiers.c, ensure_dev). */
-#define TIERS_SPARES 8
-
-typedef struct {
-  void *p;
-  uint64_t bytes;
-  void *fence; /* its last owner's (borrowed): a reuse waits for it */
-} tiers_spare;
-
 typedef struct tiers {
   tiers_conf conf;
   device *dev;       /* NULL with device cpu or gpu_strategy none */
@@ -105,9 +95,7 @@ typedef struct tiers {
   struct slice *last_single; /* slice of the last one-slice forward (ref) */
   uint64_t last_pipeline;    /* signature of the last pipeline that ran */
   uint32_t stalls;  /* one bit per recent acquire: 1 = it waited for a move */
-  bool keep_spares; /* ensure_dev is making room: evicted blocks wait */
-  tiers_spare spares[TIERS_SPARES];
-  size_t n_spares;
+  size_t read_chunk; /* bytes per disk read; 0: diskcache's (tests shrink it) */
   size_t n_busy;
   uint64_t tick;
   /* Figures for stats. */
@@ -118,6 +106,9 @@ typedef struct tiers {
   atomic_uint_fast64_t prefetch_pending; /* queued or being moved */
   atomic_uint_fast64_t blocks_reused; /* device blocks handed from an evicted copy */
   tier_path_stats disk_to_cpu, cpu_to_gpu, build;
+  /* Moves whose copy to the GPU followed their disk read chunk by chunk:
+   * their bytes, and the time from the read's start to the copy's end. */
+  tier_path_stats disk_to_gpu;
   struct slice **all; /* every slice with a blob somewhere (for eviction) */
   size_t n_all;
 } tiers;

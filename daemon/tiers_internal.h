@@ -29,11 +29,26 @@ const char *tiers__why_name(int why);
 void tiers__log_move(const struct slice *s, const char *from, const char *to,
                      uint64_t bytes, uint64_t ns);
 
+/* Most device blocks one move keeps from the copies it evicted. */
+#define TIERS_SPARES 8
+
+/* Device blocks of GPU copies a move's make_room dropped, kept for the move
+ * to reuse one of the size it needs (take_spare in tiers.c); on its stack. */
+typedef struct {
+  struct {
+    void *p;
+    uint64_t bytes;
+    void *fence; /* its last owner's (borrowed): a reuse waits for it */
+  } v[TIERS_SPARES];
+  size_t n;
+} tiers_spares;
+
 /* Frees one copy of `s` (never a busy or in-use one); `detail` says why the
- * policy chose it, or NULL. A slice left with no copy anywhere loses its
- * module too and is rebuilt when next needed. */
+ * policy chose it, or NULL. A GPU copy's block goes to `keep` while it has
+ * room (NULL: freed). A slice left with no copy anywhere loses its module
+ * too and is rebuilt when next needed. */
 void tiers__drop_copy(tiers *t, struct slice *s, int tier, int why,
-                      const char *detail);
+                      const char *detail, tiers_spares *keep);
 
 /* How a move may make room: DEMAND (a forward needs it now: anything not
  * busy, in use or pinned may go, as a last resort even what a pipeline
@@ -43,9 +58,10 @@ enum { TIERS_ROOM_DEMAND, TIERS_ROOM_AHEAD, TIERS_ROOM_FREE };
 
 /* tiers_room.c: frees `need` bytes in `tier` (over what is free under its
  * budget) by evicting other slices as `room` (TIERS_ROOM_*) allows; `keep`
- * is never chosen. 0 or SLY_E_NO_MEMORY (err->needed set). */
+ * is never chosen; evicted device blocks go to `spares` (may be NULL). 0 or
+ * SLY_E_NO_MEMORY (err->needed set). */
 int tiers__make_room(tiers *t, int tier, uint64_t need, struct slice *keep,
-                     int room, proto_error *err);
+                     int room, tiers_spares *spares, proto_error *err);
 /* Evicts the lowest-value other copy on the GPU, for allocation failures
  * the budget did not foresee. 0, or -1 when nothing may go. */
 int tiers__evict_one_gpu(tiers *t, struct slice *keep);

@@ -28,7 +28,7 @@ static double reload_gbps(tiers *t, const slice *s, int tier) {
  * evicting other slices as `room` allows (tiers_internal.h); `keep` is
  * never chosen, nor a busy one. */
 int tiers__make_room(tiers *t, int tier, uint64_t need, slice *keep,
-                     int room, proto_error *err) {
+                     int room, tiers_spares *spares, proto_error *err) {
   uint64_t budget = tier == TIER_GPU ? tiers__gpu_budget(t) : tiers__cpu_budget(t);
   uint64_t used = atomic_load(tier == TIER_GPU ? &t->gpu_used : &t->cpu_used);
   if (need > budget) {
@@ -121,7 +121,8 @@ int tiers__make_room(tiers *t, int tier, uint64_t need, slice *keep,
       slice_ref(victims[j]);
     }
     for (int j = 0; victims != NULL && j < k; j++) {
-      tiers__drop_copy(t, victims[j], tier, WHY_POLICY, evict_reason_name(why[j]));
+      tiers__drop_copy(t, victims[j], tier, WHY_POLICY,
+                       evict_reason_name(why[j]), spares);
       slice_unref(victims[j]);
     }
     free(victims);
@@ -150,7 +151,8 @@ int tiers__evict_one_gpu(tiers *t, slice *keep) {
   }
   if (victim == NULL)
     return -1;
-  tiers__drop_copy(t, victim, TIER_GPU, WHY_FAILED, "allocation failed");
+  tiers__drop_copy(t, victim, TIER_GPU, WHY_FAILED, "allocation failed",
+                   NULL);
   return 0;
 }
 

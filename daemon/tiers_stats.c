@@ -59,6 +59,8 @@ void tiers_stats_json(tiers *t, cJSON *reply) {
   cJSON *tr = cJSON_AddObjectToObject(reply, "transfers");
   add_path(tr, "disk_to_cpu", &t->disk_to_cpu);
   add_path(tr, "cpu_to_gpu", &t->cpu_to_gpu);
+  /* Reads whose copy on to the GPU overlapped them (also in disk_to_cpu). */
+  add_path(tr, "disk_to_gpu", &t->disk_to_gpu);
   add_path(tr, "build", &t->build);
   cJSON_AddNumberToObject(reply, "hits", (double)atomic_load(&t->hits));
   cJSON_AddNumberToObject(reply, "misses", (double)atomic_load(&t->misses));

@@ -197,6 +197,8 @@ def run_mode(a, work, name, keys, paths, x_npy, ref, drop_cache=None):
                 "gpu_budget": gpu.get("budget"),
                 "moved_cpu_to_gpu": st["transfers"]["cpu_to_gpu"]["bytes"],
                 "moved_disk_to_cpu": st["transfers"]["disk_to_cpu"]["bytes"],
+                # reads whose copy to the GPU followed them chunk by chunk
+                "moved_disk_to_gpu": st["transfers"].get("disk_to_gpu", {}).get("bytes"),
                 "prefetch": st.get("prefetch")}
     finally:
         d.stop()

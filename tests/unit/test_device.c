@@ -205,6 +205,36 @@ Test(sim, a_copy_takes_the_time_the_bandwidth_implies) {
   cr_assert_lt(ms, 200, "%.1f ms", ms);
 }
 
+/* A batch is one copy engine: its copies take the time the bandwidth
+ * implies one after another, and the caller goes on while they run (as it
+ * reads the next chunk of a file); device_copy_finish waits out the rest. */
+Test(sim, a_batch_of_copies_runs_behind_the_caller) {
+  const uint64_t chunk = 4 * MiB, n = 4 * chunk;
+  /* 16 MiB at 0.0625 GB/s: 268 ms in all. */
+  device *d = open_sim(n, 0.0625);
+  uint8_t *src = malloc(n);
+  cr_assert_not_null(src);
+  for (uint64_t i = 0; i < n; i++)
+    src[i] = (uint8_t)(i * 29 + 3);
+  uint8_t *dst = alloc_ok(d, n);
+  memset(dst, 0, n);
+  device_copy_batch b = {0};
+  double t0 = now_ms();
+  for (uint64_t off = 0; off < n; off += chunk)
+    cr_assert_eq(device_copy_start(d, &b, dst + off, src + off, chunk, err), 0,
+                 "%s", err);
+  double started = now_ms() - t0;
+  cr_assert_eq(device_copy_finish(d, &b, err), 0, "%s", err);
+  double done = now_ms() - t0;
+  cr_assert_lt(started, n / 0.0625e6 / 2, "the starts took %.1f ms", started);
+  cr_assert_geq(done, n / 0.0625e6, "%.1f ms", done);
+  cr_assert_eq(memcmp(dst, src, n), 0);
+  cr_assert_eq(device_copy_finish(d, &b, err), 0, "a second finish: nothing");
+  device_free(d, dst, n);
+  device_close(d);
+  free(src);
+}
+
 Test(sim, a_copy_without_a_bandwidth_does_not_wait) {
   /* 4 MiB: at 0.1 GB/s this would be 42 ms; memcpy takes about 1. */
   double ms = timed_copy_ms(0, 4 * MiB);
@@ -417,6 +447,35 @@ Test(cuda_gpu, copies_in_within_the_budget_and_reports_device_memory) {
   cr_assert_eq(stats_of(d).used, 0);
   device_close(d);
   free(src);
+  free(back);
+#endif
+}
+
+/* Chunks started into one block as a disk read would, from pinned memory,
+ * land where they belong once the batch is finished. */
+Test(cuda_gpu, a_batch_of_chunk_copies_fills_the_block) {
+  NEED_GPU();
+#ifdef SLY_HAVE_CUDA
+  device *d = open_gpu(64 * MiB);
+  const uint64_t chunk = 1 * MiB, n = 16 * chunk + 4096;
+  uint8_t *src = NULL, *back = malloc(n);
+  cr_assert_eq(cudaMallocHost((void **)&src, n), cudaSuccess);
+  cr_assert_not_null(back);
+  for (uint64_t i = 0; i < n; i++)
+    src[i] = (uint8_t)(i * 29 + 3);
+  uint8_t *p = alloc_ok(d, n);
+  device_copy_batch b = {0};
+  for (uint64_t off = 0; off < n; off += chunk) {
+    uint64_t len = n - off < chunk ? n - off : chunk;
+    cr_assert_eq(device_copy_start(d, &b, p + off, src + off, len, err), 0,
+                 "%s", err);
+  }
+  cr_assert_eq(device_copy_finish(d, &b, err), 0, "%s", err);
+  cr_assert_eq(cudaMemcpy(back, p, n, cudaMemcpyDeviceToHost), cudaSuccess);
+  cr_assert_eq(memcmp(back, src, n), 0);
+  device_free(d, p, n);
+  device_close(d);
+  cudaFreeHost(src);
   free(back);
 #endif
 }

@@ -1,9 +1,13 @@
 /* test_prefetch_plan.c — the tiers and the mover driven directly, step by
  * step, on the sim device: what one pipeline step makes the mover bring in,
- * and device blocks handed from an evicted copy to the next copy of the
- * same size. No daemon, no socket:
- * each figure here is exact, not a timing. */
+ * device blocks handed from an evicted copy to the next copy of the same
+ * size, and a slice read from disk copied on to the device chunk by chunk.
+ * No daemon, no socket: each figure here is exact, not a timing. */
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -25,15 +29,17 @@ typedef struct {
 } rig;
 
 /* Six linear slices of 512 x 512 float32 (1 MiB and a little each) on the
- * sim device, with the strategy, GPU budget and prefetch depth given. */
-static void rig_open(rig *r, const char *strategy, int gpu_mb, int depth) {
+ * sim device, with the strategy, GPU budget and prefetch depth given, and
+ * `extra` config keys (each followed by a comma). */
+static void rig_open_with(rig *r, const char *strategy, int gpu_mb, int depth,
+                          const char *extra) {
   memset(r, 0, sizeof(*r));
   char text[4096];
   int k = snprintf(text, sizeof(text),
                    "{\"device\": \"sim\", \"gpu_strategy\": \"%s\", "
-                   "\"max_gpu_mem_mb\": %d, \"gpu_reserve_mb\": 0, "
+                   "\"max_gpu_mem_mb\": %d, \"gpu_reserve_mb\": 0, %s"
                    "\"prefetch_depth\": %d, \"slices\": [",
-                   strategy, gpu_mb, depth);
+                   strategy, gpu_mb, extra, depth);
   for (int i = 0; i < N_SLICES; i++)
     k += snprintf(text + k, sizeof(text) - (size_t)k,
                   "%s{\"name\": \"s%d\", \"constructor\": \"linear\", "
@@ -53,6 +59,10 @@ static void rig_open(rig *r, const char *strategy, int gpu_mb, int depth) {
     r->v[i] = slices_find(&r->reg, name);
     cr_assert_not_null(r->v[i]);
   }
+}
+
+static void rig_open(rig *r, const char *strategy, int gpu_mb, int depth) {
+  rig_open_with(r, strategy, gpu_mb, depth, "");
 }
 
 static void rig_close(rig *r) {
@@ -75,13 +85,16 @@ static bool on_gpu(const slice *s) {
   return atomic_load(&s->place.tier) == TIER_GPU;
 }
 
-/* Runs slice i of the pipeline as forward.c does, without computing. */
+/* Runs slice i of the pipeline as forward.c does, without computing, but
+ * plans the step after the release: in forward.c the mover may start while
+ * slice i is still in use (and may then not evict it) or after, as the
+ * threads happen to run; here it always finds it released. */
 static void step(rig *r, size_t i) {
   proto_error e;
   cr_assert_eq(tiers_acquire(&r->t, r->v[i], &e), 0, "acquire s%zu: %s", i,
                e.message);
-  tiers_pipeline_step(&r->t, r->v, N_SLICES, i);
   tiers_release(&r->t, r->v[i]);
+  tiers_pipeline_step(&r->t, r->v, N_SLICES, i);
 }
 
 TestSuite(prefetch_plan, .timeout = 60);
@@ -230,4 +243,102 @@ Test(prefetch_plan, a_cyclic_pipeline_keeps_part_of_itself_resident) {
               per_pass);
   cr_expect_lt(per_pass, 0.5, "%.2f of a pass moved per pass", per_pass);
   rig_close(&r);
+}
+
+/* ---- from disk to the device ------------------------------------------ */
+
+static void remove_dir(const char *dir) {
+  DIR *d = opendir(dir);
+  if (d == NULL)
+    return;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.')
+      unlinkat(dirfd(d), e->d_name, 0);
+  closedir(d);
+  rmdir(dir);
+}
+
+/* Flips one byte in the middle of the only cache file in `dir`. */
+static void corrupt_cache_file(const char *dir) {
+  DIR *d = opendir(dir);
+  cr_assert_not_null(d);
+  struct dirent *e;
+  int fd = -1;
+  while (fd < 0 && (e = readdir(d)) != NULL)
+    if (strstr(e->d_name, ".safetensors") != NULL)
+      fd = openat(dirfd(d), e->d_name, O_RDWR);
+  closedir(d);
+  cr_assert_geq(fd, 0, "no cache file in %s", dir);
+  off_t mid = lseek(fd, 0, SEEK_END) / 2;
+  unsigned char b;
+  cr_assert_eq(pread(fd, &b, 1, mid), 1);
+  b ^= 0x5a;
+  cr_assert_eq(pwrite(fd, &b, 1, mid), 1);
+  close(fd);
+}
+
+/* s0 built, written to its cache file and then evicted down to it; its
+ * bytes as built are kept in *orig (the caller frees them). */
+static void open_with_s0_on_disk(rig *r, char dir[64], void **orig) {
+  strcpy(dir, "/tmp/sly-plan-XXXXXX");
+  cr_assert_not_null(mkdtemp(dir));
+  char extra[256];
+  snprintf(extra, sizeof(extra),
+           "\"disk_cache_path\": \"%s\", \"max_cpu_mem_mb\": 64, ", dir);
+  rig_open_with(r, "limit_gpu", 64, 0, extra);
+  step(r, 0);
+  tier_place *p = &r->v[0]->place;
+  cr_assert(p->on_disk, "s0 has no cache file");
+  *orig = malloc(p->bytes);
+  memcpy(*orig, p->host, p->bytes);
+  proto_error e;
+  cr_assert_eq(tiers_evict(&r->t, r->v[0], TIER_DISK, &e), 0, "%s", e.message);
+  cr_assert(p->host == NULL && p->dev == NULL, "s0 still in memory");
+  /* Chunks of 64 KiB: the 1 MiB blob arrives in 17. */
+  r->t.read_chunk = 64 << 10;
+}
+
+/* A slice on disk that a forward needs on the GPU is copied there as its
+ * read lands (transfers.disk_to_gpu), not copied again once read
+ * (cpu_to_gpu stays): the device holds exactly its bytes. */
+Test(prefetch_plan, a_slice_on_disk_streams_to_the_device_as_it_is_read) {
+  rig r;
+  char dir[64];
+  void *orig;
+  open_with_s0_on_disk(&r, dir, &orig);
+  tier_place *p = &r.v[0]->place;
+  uint64_t c2g = atomic_load(&r.t.cpu_to_gpu.bytes);
+  step(&r, 0);
+  cr_expect_eq(atomic_load(&r.t.disk_to_gpu.bytes), p->bytes);
+  cr_expect_eq(atomic_load(&r.t.cpu_to_gpu.bytes), c2g,
+               "the blob was copied again after the read");
+  cr_assert_not_null(p->dev);
+  cr_expect_eq(memcmp(p->dev, orig, p->bytes), 0,
+               "the device copy differs from the slice as built");
+  cr_expect_eq(memcmp(p->host, orig, p->bytes), 0);
+  free(orig);
+  rig_close(&r);
+  remove_dir(dir);
+}
+
+/* A cache file that turns out corrupt once read: the chunks already copied
+ * are not trusted; the slice is built again and copied whole. */
+Test(prefetch_plan, a_corrupt_file_does_not_leave_its_bytes_on_the_device) {
+  rig r;
+  char dir[64];
+  void *orig;
+  open_with_s0_on_disk(&r, dir, &orig);
+  corrupt_cache_file(dir);
+  tier_place *p = &r.v[0]->place;
+  uint64_t c2g = atomic_load(&r.t.cpu_to_gpu.bytes);
+  step(&r, 0);
+  cr_expect_eq(atomic_load(&r.t.disk_to_gpu.bytes), 0);
+  cr_expect_eq(atomic_load(&r.t.cpu_to_gpu.bytes), c2g + p->bytes);
+  cr_assert_not_null(p->dev);
+  cr_expect_eq(memcmp(p->dev, orig, p->bytes), 0,
+               "the device holds the corrupt file's bytes");
+  free(orig);
+  rig_close(&r);
+  remove_dir(dir);
 }
