@@ -153,18 +153,45 @@ static bool is_ws(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* Whether `s` has only ASCII bytes from 0x20 up and no backslash: most
+ * frames, which then need neither check below. Eight bytes at a time: a
+ * byte's high bit marks it when it is >= 0x80, when subtracting 0x20 from a
+ * byte that had its high bit clear sets it (below 0x20), or when it is a
+ * backslash (xored to zero, and zero minus one sets it). A borrow can only
+ * mark a byte above one marked rightly, so the word is then rechecked byte
+ * by byte. */
+static bool plain_ascii(const char *s, size_t len) {
+  const uint64_t ones = 0x0101010101010101ull, highs = ones * 0x80;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    uint64_t x = w ^ (ones * '\\');
+    if ((w | ((w - ones * 0x20) & ~w) | ((x - ones) & ~x)) & highs)
+      break;
+  }
+  for (; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c >= 0x80 || c == '\\')
+      return false;
+  }
+  return true;
+}
+
 int proto__json_parse(const char *body, size_t len, int code, cJSON **out,
                       proto_error *err) {
   if (body == NULL || len == 0)
     return proto_fail(err, code, "body is empty");
-  size_t bad = utf8_bad_at((const unsigned char *)body, len);
+  bool plain = plain_ascii(body, len);
+  size_t bad = plain ? len : utf8_bad_at((const unsigned char *)body, len);
   if (bad < len)
     return proto_fail(err, code,
                       body[bad] == '\0' ? "body contains a NUL byte at %zu"
                                         : "body is not valid UTF-8 at byte %zu",
                       bad);
   const char *why = "";
-  bad = lexical_bad_at(body, len, &why);
+  if (!plain)
+    bad = lexical_bad_at(body, len, &why);
   if (bad < len)
     return proto_fail(err, code, "body contains %s at byte %zu", why, bad);
 
@@ -287,7 +314,25 @@ static int check_dups(const cJSON *item, char *path, size_t plen, int code,
   return 0;
 }
 
+/* The first pass only looks: the path that names a duplicate costs a
+ * snprintf per level, and is built (by check_dups) only once one is found. */
+static bool has_dups(const cJSON *item) {
+  if (!cJSON_IsObject(item) && !cJSON_IsArray(item))
+    return false;
+  size_t n = 0;
+  for (const cJSON *c = item->child; c != NULL; c = c->next)
+    n++;
+  if (cJSON_IsObject(item) && n > 1 && find_dup(item, n) != NULL)
+    return true; /* or out of memory: check_dups says which */
+  for (const cJSON *c = item->child; c != NULL; c = c->next)
+    if (has_dups(c))
+      return true;
+  return false;
+}
+
 int proto__json_check_dups(const cJSON *item, int code, proto_error *err) {
+  if (!has_dups(item))
+    return 0;
   char path[PROTO__PATH_MAX] = "";
   return check_dups(item, path, 0, code, err);
 }

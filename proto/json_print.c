@@ -91,7 +91,19 @@ static void put_number(printer *p, double d) {
    * exactly as integers. */
   if (d > -9223372036854775808.0 && d < 9223372036854775808.0 &&
       (double)(long long)d == d) {
-    snprintf(num, sizeof(num), "%lld", (long long)d);
+    /* By hand: snprintf's cost showed in every request and reply. */
+    long long v = (long long)d;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v
+                                 : (unsigned long long)v;
+    char *e = num + sizeof(num), *b = e;
+    do {
+      *--b = (char)('0' + u % 10);
+      u /= 10;
+    } while (u != 0);
+    if (v < 0)
+      *--b = '-';
+    put(p, b, (size_t)(e - b));
+    return;
   } else {
     for (int digits = 15; digits <= 17; digits++) {
       snprintf(num, sizeof(num), "%.*g", digits, d);

@@ -63,6 +63,34 @@ Test(body, a_raw_control_character_is_bad_frame) {
              SLY_E_BAD_FRAME, "control character");
 }
 
+/* The body is scanned eight bytes at a time before anything else: a bad
+ * byte or an escape must be found in every lane of a word, and a byte just
+ * above a bad one (where a borrow can mark it) must not hide it. */
+Test(body, every_position_of_a_word_is_checked) {
+  const char head[] = "{\"id\":1,\"op\":\"hello\",\"client\":\"";
+  for (size_t k = 0; k < 16; k++) {
+    char body[128], want[32];
+    /* A raw control character, then 0x20 above it. */
+    snprintf(body, sizeof(body), "%s%.*s\x01 abc\"}", head, (int)k,
+             "xxxxxxxxxxxxxxxx");
+    parse_fail(body, SLY_E_BAD_FRAME, "control character");
+    snprintf(body, sizeof(body), "%s%.*s\xff\"}", head, (int)k,
+             "xxxxxxxxxxxxxxxx");
+    parse_fail(body, SLY_E_BAD_FRAME, "UTF-8");
+    snprintf(body, sizeof(body), "%s%.*s\\u0000\"}", head, (int)k,
+             "xxxxxxxxxxxxxxxx");
+    parse_fail(body, SLY_E_BAD_FRAME, "\\u0000");
+    /* An escape that is fine, then the highest plain byte. */
+    snprintf(body, sizeof(body), "%s%.*s\\u0041~\"}", head, (int)k,
+             "xxxxxxxxxxxxxxxx");
+    snprintf(want, sizeof(want), "%.*sA~", (int)k, "xxxxxxxxxxxxxxxx");
+    proto_request r;
+    parse_ok(body, &r);
+    cr_assert_str_eq(r.client, want, "at %zu", k);
+    proto_request_free(&r);
+  }
+}
+
 Test(body, surrounding_json_whitespace_is_allowed) {
   proto_request r;
   parse_ok(" \t\r\n{\"id\":1,\"op\":\"list\"}\n \t\r", &r);
