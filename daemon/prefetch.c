@@ -33,15 +33,15 @@ static void enqueue(tiers *t, slice *s, bool far) {
       s->place.busy || atomic_load(&s->removed))
     return; /* busy: being moved already (by the mover, mostly) */
   for (size_t i = 0; i < t->queued; i++)
-    if (t->queue[i] == s) {
-      t->queue_far[i] = t->queue_far[i] && far;
+    if (t->queue[i].s == s) {
+      t->queue[i].far = t->queue[i].far && far;
       return;
     }
   if (t->queued == TIERS_PREFETCH_QUEUE)
     return;
   slice_ref(s);
-  t->queue_far[t->queued] = far;
-  t->queue[t->queued++] = s;
+  t->queue[t->queued].s = s;
+  t->queue[t->queued++].far = far;
   atomic_fetch_add(&t->prefetch_pending, 1);
   pthread_cond_signal(&t->work);
 }
@@ -52,7 +52,7 @@ static void enqueue(tiers *t, slice *s, bool far) {
  * Mutex held. */
 static void clear_queue(tiers *t) {
   for (size_t i = 0; i < t->queued; i++)
-    slice_unref(t->queue[i]);
+    slice_unref(t->queue[i].s);
   atomic_fetch_sub(&t->prefetch_pending, t->queued);
   t->queued = 0;
 }
@@ -89,12 +89,10 @@ static void *mover_main(void *arg) {
       pthread_cond_wait(&t->work, &t->mu);
       continue;
     }
-    slice *s = t->queue[0];
-    bool far = t->queue_far[0];
+    slice *s = t->queue[0].s;
+    bool far = t->queue[0].far;
     t->queued--;
     memmove(&t->queue[0], &t->queue[1], t->queued * sizeof(t->queue[0]));
-    memmove(&t->queue_far[0], &t->queue_far[1],
-            t->queued * sizeof(t->queue_far[0]));
     prefetch_one(t, s, far);
     slice_unref(s);
     atomic_fetch_sub(&t->prefetch_pending, 1);

@@ -89,8 +89,10 @@ typedef struct tiers {
   pthread_cond_t work; /* the mover has something to do, or must stop */
   pthread_t mover;
   bool mover_started, stopping;
-  struct slice *queue[TIERS_PREFETCH_QUEUE]; /* for the mover, referenced */
-  bool queue_far[TIERS_PREFETCH_QUEUE]; /* beyond prefetch_depth steps */
+  struct {
+    struct slice *s; /* referenced */
+    bool far;        /* needed beyond prefetch_depth steps from now */
+  } queue[TIERS_PREFETCH_QUEUE]; /* for the mover, in order */
   size_t queued;
   struct slice *last_single; /* slice of the last one-slice forward (ref) */
   uint64_t last_pipeline;    /* signature of the last pipeline that ran */

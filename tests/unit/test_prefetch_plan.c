@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "device.h"
+#include "faults.h"
 #include "slices.h"
 #include "tiers.h"
 
@@ -338,6 +339,70 @@ Test(prefetch_plan, a_corrupt_file_does_not_leave_its_bytes_on_the_device) {
   cr_assert_not_null(p->dev);
   cr_expect_eq(memcmp(p->dev, orig, p->bytes), 0,
                "the device holds the corrupt file's bytes");
+  free(orig);
+  rig_close(&r);
+  remove_dir(dir);
+}
+
+/* The device and the tiers' count hold exactly the slices on the GPU: no
+ * block left behind. */
+static void expect_no_stray_block(rig *r) {
+  uint64_t held = 0;
+  for (int i = 0; i < N_SLICES; i++)
+    if (r->v[i]->place.dev != NULL)
+      held += r->v[i]->place.bytes;
+  device_stats ds;
+  device_get_stats(r->t.dev, &ds);
+  cr_expect_eq(ds.used, held, "the device holds %llu bytes for %llu on it",
+               (unsigned long long)ds.used, (unsigned long long)held);
+  cr_expect_eq(atomic_load(&r->t.gpu_used), held,
+               "the tiers count %llu bytes for %llu on it",
+               (unsigned long long)atomic_load(&r->t.gpu_used),
+               (unsigned long long)held);
+}
+
+/* A read that fails gives the device block it was filling back, fails the
+ * one acquire, and the next acquire streams from the same file. */
+Test(prefetch_plan, a_failed_read_gives_its_device_block_back) {
+  rig r;
+  char dir[64];
+  void *orig;
+  char ferr[256];
+  cr_assert_eq(faults_init("disk_read=EIO", ferr), 0, "%s", ferr);
+  open_with_s0_on_disk(&r, dir, &orig);
+  proto_error e;
+  cr_expect_eq(tiers_acquire(&r.t, r.v[0], &e), SLY_E_UNAVAILABLE,
+               "an EIO read: %s", e.message);
+  cr_expect_null(r.v[0]->place.dev);
+  expect_no_stray_block(&r);
+  step(&r, 0);
+  cr_expect_eq(atomic_load(&r.t.disk_to_gpu.bytes), r.v[0]->place.bytes);
+  cr_expect_eq(memcmp(r.v[0]->place.dev, orig, r.v[0]->place.bytes), 0);
+  expect_no_stray_block(&r);
+  free(orig);
+  rig_close(&r);
+  remove_dir(dir);
+}
+
+/* The device lost at the first chunk's copy: the acquire fails with
+ * UNAVAILABLE (the daemon then exits), the read still lands on the host,
+ * and the block goes back. */
+Test(prefetch_plan, a_device_lost_while_streaming_fails_the_acquire) {
+  rig r;
+  char dir[64];
+  void *orig;
+  char ferr[256];
+  /* Copy 1 brings s0 in when it is built; copy 2 is the first chunk. */
+  cr_assert_eq(faults_init("device_lost=2", ferr), 0, "%s", ferr);
+  open_with_s0_on_disk(&r, dir, &orig);
+  proto_error e;
+  cr_expect_eq(tiers_acquire(&r.t, r.v[0], &e), SLY_E_UNAVAILABLE, "%s",
+               e.message);
+  cr_expect(strstr(e.message, "lost") != NULL, "%s", e.message);
+  cr_expect(tiers_device_lost(&r.t, false));
+  cr_expect_null(r.v[0]->place.dev);
+  cr_expect_eq(atomic_load(&r.t.disk_to_gpu.bytes), 0);
+  expect_no_stray_block(&r);
   free(orig);
   rig_close(&r);
   remove_dir(dir);
