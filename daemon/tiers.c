@@ -455,13 +455,27 @@ static int ensure_dev(tiers *t, slice *s, int room, proto_error *err) {
   if (p->dev != NULL)
     return 0;
   dev_stream ds = {.t = t};
-  uint64_t bytes = p->bytes;
   int rc;
+  bool built = false;
+  if (p->host == NULL && s->module == NULL) {
+    /* Built here rather than in ensure_host, so that whether a cache file
+     * holds the slice, and its size, are known before its device block is
+     * reserved: the first use after a restart streams too. */
+    rc = tiers__build(t, s, err);
+    if (rc < 0)
+      return rc;
+    built = true;
+  }
+  uint64_t bytes = p->bytes;
   if (p->host == NULL && p->on_disk && s->module != NULL && bytes > 0) {
     /* The block comes first so that the copy can follow the read. */
     rc = reserve_dev(t, s, room, &ds.dst, err);
-    if (rc < 0)
+    if (rc < 0) {
+      /* A module just built must not stay outside every budget. */
+      if (built && shim_module_blob_data(s->module) != NULL)
+        discard_module(s);
       return rc;
+    }
     rc = ensure_host(t, s, room, &ds, err);
     if (rc == 0 && ds.rc < 0)
       rc = proto_fail(err, ds.rc, "slice '%s': copy to %s: %s", s->name,

@@ -407,3 +407,28 @@ Test(prefetch_plan, a_device_lost_while_streaming_fails_the_acquire) {
   rig_close(&r);
   remove_dir(dir);
 }
+
+/* The first use after a restart: the slice is known only by its cache
+ * file, and streams from it like any other. */
+Test(prefetch_plan, a_cold_start_streams_from_the_cache_file) {
+  rig r;
+  char dir[64];
+  void *orig;
+  open_with_s0_on_disk(&r, dir, &orig);
+  rig_close(&r);
+  char extra[256];
+  snprintf(extra, sizeof(extra),
+           "\"disk_cache_path\": \"%s\", \"max_cpu_mem_mb\": 64, ", dir);
+  rig_open_with(&r, "limit_gpu", 64, 0, extra);
+  r.t.read_chunk = 64 << 10;
+  step(&r, 0);
+  tier_place *p = &r.v[0]->place;
+  cr_expect_eq(atomic_load(&r.t.disk_to_gpu.bytes), p->bytes);
+  cr_expect_eq(atomic_load(&r.t.cpu_to_gpu.bytes), 0);
+  cr_assert_not_null(p->dev);
+  cr_expect_eq(memcmp(p->dev, orig, p->bytes), 0);
+  expect_no_stray_block(&r);
+  free(orig);
+  rig_close(&r);
+  remove_dir(dir);
+}
