@@ -167,18 +167,21 @@ void tiers__drop_copy(tiers *t, slice *s, int tier, int why,
   if (tier == TIER_GPU && p->dev != NULL) {
     if (p->bound == p->dev)
       p->bound = NULL;
-    if (keep != NULL && keep->n < TIERS_SPARES) {
-      keep->v[keep->n].p = p->dev;
-      keep->v[keep->n].bytes = p->bytes;
-      keep->v[keep->n++].fence = p->fence;
-    } else
+    if (keep != NULL && keep->n < TIERS_SPARES)
+      keep->v[keep->n++] =
+          (tiers_spare){.p = p->dev, .bytes = p->bytes, .fence = p->fence};
+    else
       device_free(t->dev, p->dev, p->bytes);
     p->dev = NULL;
     atomic_fetch_sub(&t->gpu_used, p->bytes);
   } else if (tier == TIER_CPU && p->host != NULL) {
     if (p->bound == p->host)
       p->bound = NULL;
-    hostmem_free(p->host, p->bytes, p->host_pinned);
+    if (keep != NULL && keep->n < TIERS_SPARES)
+      keep->v[keep->n++] = (tiers_spare){
+          .p = p->host, .bytes = p->bytes, .pinned = p->host_pinned};
+    else
+      hostmem_free(p->host, p->bytes, p->host_pinned);
     p->host = NULL;
     atomic_fetch_sub(&t->cpu_used, p->bytes);
     if (p->host_pinned)
@@ -296,6 +299,30 @@ static void unreserve_host(tiers *t, uint64_t bytes) {
   atomic_fetch_sub(&t->cpu_used, bytes);
 }
 
+/* The host buffer of `bytes` among the spares make_room has just collected,
+ * if there is one (its pinning in *pinned); the others are freed. A stream
+ * of same-sized slices through a small host budget then reuses its buffers:
+ * a fresh one is zeroed page by page by the kernel, and on a GPU machine
+ * pinned (cudaHostRegister) and later unpinned, which cost more than the
+ * read of a layer from a fast disk. Nothing can still be reading a spare:
+ * copies to the device are waited for, and a slice in use is never
+ * evicted. */
+static void *take_host_spare(tiers *t, tiers_spares *sp, uint64_t bytes,
+                             bool *pinned) {
+  void *hit = NULL;
+  for (size_t i = 0; i < sp->n; i++) {
+    if (hit == NULL && sp->v[i].bytes == bytes) {
+      hit = sp->v[i].p;
+      *pinned = sp->v[i].pinned;
+      atomic_fetch_add(&t->host_blocks_reused, 1);
+    } else {
+      hostmem_free(sp->v[i].p, sp->v[i].bytes, sp->v[i].pinned);
+    }
+  }
+  sp->n = 0;
+  return hit;
+}
+
 /* Brings claimed `s` to the host tier; with `ds`, a read from disk also
  * fills ds->dst (ds->done says whether it did). */
 static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
@@ -314,8 +341,12 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
       return rc;
   }
   const void *fresh = shim_module_blob_data(s->module);
-  int rc = tiers__make_room(t, TIER_CPU, p->bytes, s, room, NULL, err);
+  tiers_spares spares = {.n = 0};
+  int rc = tiers__make_room(t, TIER_CPU, p->bytes, s, room, &spares, err);
+  bool pinned = false;
+  void *h = take_host_spare(t, &spares, p->bytes, &pinned);
   if (rc < 0) {
+    hostmem_free(h, p->bytes, pinned); /* none: nothing was evicted */
     /* A module just built must not stay outside every budget. */
     if (fresh != NULL)
       discard_module(s);
@@ -325,8 +356,8 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
   uint64_t bytes = p->bytes;
   atomic_fetch_add(&t->cpu_used, bytes);
   pthread_mutex_unlock(&t->mu);
-  bool pinned = false;
-  void *h = hostmem_alloc(bytes, &pinned);
+  if (h == NULL)
+    h = hostmem_alloc(bytes, &pinned);
   if (h != NULL && (fresh != NULL && !p->on_disk))
     memcpy(h, fresh, bytes);
   pthread_mutex_lock(&t->mu);
@@ -395,7 +426,7 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
  * compute that the move should overlap) and cudaMalloc is slow. The budget
  * is unchanged: the spares were subtracted from gpu_used when their copies
  * were dropped, and are freed before anything else is allocated. */
-static void *take_spare(tiers *t, tiers_spares *sp, uint64_t bytes) {
+static void *take_dev_spare(tiers *t, tiers_spares *sp, uint64_t bytes) {
   void *hit = NULL;
   for (size_t i = 0; i < sp->n; i++) {
     char msg[DEVICE_ERROR_MAX];
@@ -420,7 +451,7 @@ static int reserve_dev(tiers *t, slice *s, int room, void **out,
   tier_place *p = &s->place;
   tiers_spares spares = {.n = 0};
   int rc = tiers__make_room(t, TIER_GPU, p->bytes, s, room, &spares, err);
-  void *d = take_spare(t, &spares, p->bytes);
+  void *d = take_dev_spare(t, &spares, p->bytes);
   if (rc < 0) {
     device_free(t->dev, d, p->bytes); /* none: nothing was evicted */
     return rc;
@@ -618,7 +649,7 @@ void tiers_release(tiers *t, slice *s) {
   pthread_mutex_lock(&t->mu);
   tier_place *p = &s->place;
   /* Its kernels may still be running: whoever reuses its device block
-   * waits for this point first (take_spare). A failed mark leaves the
+   * waits for this point first (take_dev_spare). A failed mark leaves the
    * fence as it was; the daemon learns of a lost device elsewhere. */
   char msg[DEVICE_ERROR_MAX];
   if (p->dev != NULL && p->bound == p->dev &&

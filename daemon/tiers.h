@@ -107,6 +107,7 @@ typedef struct tiers {
   atomic_uint_fast64_t prefetches, prefetch_hits, prefetch_wasted_bytes;
   atomic_uint_fast64_t prefetch_pending; /* queued or being moved */
   atomic_uint_fast64_t blocks_reused; /* device blocks handed from an evicted copy */
+  atomic_uint_fast64_t host_blocks_reused; /* the same for host buffers */
   tier_path_stats disk_to_cpu, cpu_to_gpu, build;
   /* Moves whose copy to the GPU followed their disk read chunk by chunk:
    * their bytes, and the time from the read's start to the copy's end. */

@@ -32,19 +32,23 @@ void tiers__log_move(const struct slice *s, const char *from, const char *to,
 /* Most device blocks one move keeps from the copies it evicted. */
 #define TIERS_SPARES 8
 
-/* Device blocks of GPU copies a move's make_room dropped, kept for the move
- * to reuse one of the size it needs (take_spare in tiers.c); on its stack. */
+/* The blocks of copies a move's make_room dropped from one tier, kept for
+ * the move to reuse one of the size it needs (take_spare in tiers.c); on
+ * its stack. */
 typedef struct {
-  struct {
-    void *p;
-    uint64_t bytes;
-    void *fence; /* its last owner's (borrowed): a reuse waits for it */
-  } v[TIERS_SPARES];
+  void *p;
+  uint64_t bytes;
+  void *fence; /* device: its last owner's (borrowed), a reuse waits for it */
+  bool pinned; /* host: how hostmem gave it */
+} tiers_spare;
+
+typedef struct {
+  tiers_spare v[TIERS_SPARES];
   size_t n;
 } tiers_spares;
 
 /* Frees one copy of `s` (never a busy or in-use one); `detail` says why the
- * policy chose it, or NULL. A GPU copy's block goes to `keep` while it has
+ * policy chose it, or NULL. The copy's block goes to `keep` while it has
  * room (NULL: freed). A slice left with no copy anywhere loses its module
  * too and is rebuilt when next needed. */
 void tiers__drop_copy(tiers *t, struct slice *s, int tier, int why,

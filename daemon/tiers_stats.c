@@ -51,6 +51,8 @@ void tiers_stats_json(tiers *t, cJSON *reply) {
   cJSON_AddNumberToObject(
       cpu, "budget", t->conf.max_cpu_mem_mb ? (double)tiers__cpu_budget(t) : 0.0);
   cJSON_AddNumberToObject(cpu, "pinned", (double)atomic_load(&t->cpu_pinned));
+  cJSON_AddNumberToObject(cpu, "blocks_reused",
+                          (double)atomic_load(&t->host_blocks_reused));
   /* Shared-memory regions registered with CUDA (max_registered_mb). */
   cJSON_AddNumberToObject(cpu, "registered_regions",
                           (double)hostmem_registered_bytes());

@@ -432,3 +432,24 @@ Test(prefetch_plan, a_cold_start_streams_from_the_cache_file) {
   rig_close(&r);
   remove_dir(dir);
 }
+
+/* Room for two host copies of one size: every slice brought in after the
+ * first two takes the host buffer of a copy it evicted (no fresh buffer to
+ * fault in, or to pin on a GPU machine), and the host never holds more than
+ * its budget. */
+Test(prefetch_plan, an_evicted_host_buffer_is_reused_for_the_next_slice) {
+  rig r;
+  rig_open_with(&r, "limit_gpu", 64, 0, "\"max_cpu_mem_mb\": 3, ");
+  for (size_t i = 0; i < N_SLICES; i++)
+    step(&r, i);
+  tiers_pipeline_end(&r.t, r.v, N_SLICES);
+  cr_expect_eq(atomic_load(&r.t.host_blocks_reused), N_SLICES - 2);
+  size_t on_host = 0;
+  for (int i = 0; i < N_SLICES; i++)
+    on_host += r.v[i]->place.host != NULL;
+  cr_expect_eq(on_host, 2);
+  cr_expect_eq(atomic_load(&r.t.cpu_used), 2 * r.v[0]->place.bytes);
+  for (int i = 0; i < N_SLICES; i++)
+    cr_expect(on_gpu(r.v[i]), "s%d left the gpu", i);
+  rig_close(&r);
+}
