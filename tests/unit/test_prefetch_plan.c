@@ -361,15 +361,20 @@ static void expect_no_stray_block(rig *r) {
                (unsigned long long)held);
 }
 
+/* open_with_s0_on_disk with the faults `spec` armed (faults.h). */
+static void open_faulty(rig *r, char dir[64], void **orig, const char *spec) {
+  char ferr[256];
+  cr_assert_eq(faults_init(spec, ferr), 0, "%s: %s", spec, ferr);
+  open_with_s0_on_disk(r, dir, orig);
+}
+
 /* A read that fails gives the device block it was filling back, fails the
  * one acquire, and the next acquire streams from the same file. */
 Test(prefetch_plan, a_failed_read_gives_its_device_block_back) {
   rig r;
   char dir[64];
   void *orig;
-  char ferr[256];
-  cr_assert_eq(faults_init("disk_read=EIO", ferr), 0, "%s", ferr);
-  open_with_s0_on_disk(&r, dir, &orig);
+  open_faulty(&r, dir, &orig, "disk_read=EIO");
   proto_error e;
   cr_expect_eq(tiers_acquire(&r.t, r.v[0], &e), SLY_E_UNAVAILABLE,
                "an EIO read: %s", e.message);
@@ -391,16 +396,17 @@ Test(prefetch_plan, a_device_lost_while_streaming_fails_the_acquire) {
   rig r;
   char dir[64];
   void *orig;
-  char ferr[256];
   /* Copy 1 brings s0 in when it is built; copy 2 is the first chunk. */
-  cr_assert_eq(faults_init("device_lost=2", ferr), 0, "%s", ferr);
-  open_with_s0_on_disk(&r, dir, &orig);
+  open_faulty(&r, dir, &orig, "device_lost=2");
   proto_error e;
   cr_expect_eq(tiers_acquire(&r.t, r.v[0], &e), SLY_E_UNAVAILABLE, "%s",
                e.message);
   cr_expect(strstr(e.message, "lost") != NULL, "%s", e.message);
   cr_expect(tiers_device_lost(&r.t, false));
   cr_expect_null(r.v[0]->place.dev);
+  tier_place *p = &r.v[0]->place;
+  cr_assert_not_null(p->host, "the read did not land on the host");
+  cr_expect_eq(memcmp(p->host, orig, p->bytes), 0);
   cr_expect_eq(atomic_load(&r.t.disk_to_gpu.bytes), 0);
   expect_no_stray_block(&r);
   free(orig);
