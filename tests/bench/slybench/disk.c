@@ -113,9 +113,9 @@ static void disk_dd(const disk_files *f, double *bytes, double *seconds) {
  * one process, one buffer the size of a slice on 2 MiB huge pages (as the
  * daemon's host buffers are, reused as they are) faulted in once, 16 MiB
  * O_DIRECT reads of every file in turn, each file filling the buffer from
- * its start. dd runs once per file into a buffer of 4 KiB pages faulted in
- * during its first read; on this VM that alone moves its figure between 1
- * and 4 GB/s. Returns the bytes and seconds. */
+ * its start. dd reads into a buffer of 4 KiB pages, and on this VM its
+ * figure moves between 1 and 4 GB/s from run to run (so did this loop's
+ * with such a buffer). Returns the bytes and seconds. */
 static void disk_direct(const disk_files *f, double *bytes, double *seconds) {
   const size_t chunk = 16u << 20, span = DISK_SLICE_BYTES;
   char *buf = NULL;
