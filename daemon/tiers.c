@@ -156,6 +156,55 @@ static void untrack(tiers *t, slice *s) {
     }
 }
 
+/* Gives a block back to the allocator of its tier. Accepts a NULL block. */
+static void free_spare(tiers *t, int tier, const tiers_spare *sp) {
+  if (tier == TIER_GPU)
+    device_free(t->dev, sp->p, sp->bytes);
+  else
+    hostmem_free(sp->p, sp->bytes, sp->pinned);
+}
+
+static void keep_or_free(tiers *t, int tier, tiers_spares *keep,
+                         tiers_spare sp) {
+  if (keep != NULL && keep->n < TIERS_SPARES)
+    keep->v[keep->n++] = sp;
+  else
+    free_spare(t, tier, &sp);
+}
+
+/* The block of `bytes` among the spares make_room has just collected in
+ * `tier`, if there is one (.p NULL if not); the others are freed. A stream
+ * of same-sized layers then reuses its blocks. On the GPU, cudaFree waits
+ * for the whole device (the compute the move should overlap) and cudaMalloc
+ * is slow; on the host, a fresh buffer is zeroed page by page by the kernel,
+ * and on a GPU machine pinned and later unpinned, which cost more than the
+ * read of a layer from a fast disk. The budget is unchanged: the spares were
+ * subtracted from its count when their copies were dropped, and are freed
+ * before anything else is allocated. Nothing still reads a host spare:
+ * copies to the device are waited for, and a slice in use is never evicted. */
+static tiers_spare take_spare(tiers *t, tiers_spares *sp, int tier,
+                              uint64_t bytes) {
+  tiers_spare hit = {.p = NULL};
+  for (size_t i = 0; i < sp->n; i++) {
+    char msg[DEVICE_ERROR_MAX];
+    /* A copy into a device block must wait for the kernels that read it
+     * last; where that cannot be ordered, cudaFree (which waits for them
+     * all) is safe. */
+    if (hit.p == NULL && sp->v[i].bytes == bytes &&
+        (tier != TIER_GPU ||
+         device_fence_wait(t->dev, sp->v[i].fence, msg) == 0)) {
+      hit = sp->v[i];
+      atomic_fetch_add(tier == TIER_GPU ? &t->blocks_reused
+                                        : &t->host_blocks_reused,
+                       1);
+    } else {
+      free_spare(t, tier, &sp->v[i]);
+    }
+  }
+  sp->n = 0;
+  return hit;
+}
+
 void tiers__drop_copy(tiers *t, slice *s, int tier, int why,
                       const char *detail, tiers_spares *keep) {
   tier_place *p = &s->place;
@@ -167,21 +216,16 @@ void tiers__drop_copy(tiers *t, slice *s, int tier, int why,
   if (tier == TIER_GPU && p->dev != NULL) {
     if (p->bound == p->dev)
       p->bound = NULL;
-    if (keep != NULL && keep->n < TIERS_SPARES)
-      keep->v[keep->n++] =
-          (tiers_spare){.p = p->dev, .bytes = p->bytes, .fence = p->fence};
-    else
-      device_free(t->dev, p->dev, p->bytes);
+    keep_or_free(t, TIER_GPU, keep,
+                 (tiers_spare){.p = p->dev, .bytes = p->bytes, .fence = p->fence});
     p->dev = NULL;
     atomic_fetch_sub(&t->gpu_used, p->bytes);
   } else if (tier == TIER_CPU && p->host != NULL) {
     if (p->bound == p->host)
       p->bound = NULL;
-    if (keep != NULL && keep->n < TIERS_SPARES)
-      keep->v[keep->n++] = (tiers_spare){
-          .p = p->host, .bytes = p->bytes, .pinned = p->host_pinned};
-    else
-      hostmem_free(p->host, p->bytes, p->host_pinned);
+    keep_or_free(t, TIER_CPU, keep,
+                 (tiers_spare){
+                     .p = p->host, .bytes = p->bytes, .pinned = p->host_pinned});
     p->host = NULL;
     atomic_fetch_sub(&t->cpu_used, p->bytes);
     if (p->host_pinned)
@@ -299,30 +343,6 @@ static void unreserve_host(tiers *t, uint64_t bytes) {
   atomic_fetch_sub(&t->cpu_used, bytes);
 }
 
-/* The host buffer of `bytes` among the spares make_room has just collected,
- * if there is one (its pinning in *pinned); the others are freed. A stream
- * of same-sized slices through a small host budget then reuses its buffers:
- * a fresh one is zeroed page by page by the kernel, and on a GPU machine
- * pinned (cudaHostRegister) and later unpinned, which cost more than the
- * read of a layer from a fast disk. Nothing can still be reading a spare:
- * copies to the device are waited for, and a slice in use is never
- * evicted. */
-static void *take_host_spare(tiers *t, tiers_spares *sp, uint64_t bytes,
-                             bool *pinned) {
-  void *hit = NULL;
-  for (size_t i = 0; i < sp->n; i++) {
-    if (hit == NULL && sp->v[i].bytes == bytes) {
-      hit = sp->v[i].p;
-      *pinned = sp->v[i].pinned;
-      atomic_fetch_add(&t->host_blocks_reused, 1);
-    } else {
-      hostmem_free(sp->v[i].p, sp->v[i].bytes, sp->v[i].pinned);
-    }
-  }
-  sp->n = 0;
-  return hit;
-}
-
 /* Brings claimed `s` to the host tier; with `ds`, a read from disk also
  * fills ds->dst (ds->done says whether it did). */
 static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
@@ -343,10 +363,11 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
   const void *fresh = shim_module_blob_data(s->module);
   tiers_spares spares = {.n = 0};
   int rc = tiers__make_room(t, TIER_CPU, p->bytes, s, room, &spares, err);
-  bool pinned = false;
-  void *h = take_host_spare(t, &spares, p->bytes, &pinned);
+  tiers_spare reuse = take_spare(t, &spares, TIER_CPU, p->bytes);
+  void *h = reuse.p;
+  bool pinned = reuse.pinned;
   if (rc < 0) {
-    hostmem_free(h, p->bytes, pinned); /* none: nothing was evicted */
+    free_spare(t, TIER_CPU, &reuse); /* none: nothing was evicted */
     /* A module just built must not stay outside every budget. */
     if (fresh != NULL)
       discard_module(s);
@@ -420,30 +441,6 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
   return 0;
 }
 
-/* The block of `bytes` among the spares make_room has just collected, if
- * there is one; the others go back to the device. A stream of same-sized
- * layers then reuses its blocks: cudaFree waits for the whole device (the
- * compute that the move should overlap) and cudaMalloc is slow. The budget
- * is unchanged: the spares were subtracted from gpu_used when their copies
- * were dropped, and are freed before anything else is allocated. */
-static void *take_dev_spare(tiers *t, tiers_spares *sp, uint64_t bytes) {
-  void *hit = NULL;
-  for (size_t i = 0; i < sp->n; i++) {
-    char msg[DEVICE_ERROR_MAX];
-    /* The copy into it must wait for the kernels that read it last; where
-     * that cannot be ordered, cudaFree (which waits for them all) is safe. */
-    if (hit == NULL && sp->v[i].bytes == bytes &&
-        device_fence_wait(t->dev, sp->v[i].fence, msg) == 0) {
-      hit = sp->v[i].p;
-      atomic_fetch_add(&t->blocks_reused, 1);
-    } else {
-      device_free(t->dev, sp->v[i].p, sp->v[i].bytes);
-    }
-  }
-  sp->n = 0;
-  return hit;
-}
-
 /* A device block of p->bytes for claimed `s`, counted in gpu_used, room
  * made as `room` allows. 0, or the error (in err). */
 static int reserve_dev(tiers *t, slice *s, int room, void **out,
@@ -451,9 +448,10 @@ static int reserve_dev(tiers *t, slice *s, int room, void **out,
   tier_place *p = &s->place;
   tiers_spares spares = {.n = 0};
   int rc = tiers__make_room(t, TIER_GPU, p->bytes, s, room, &spares, err);
-  void *d = take_dev_spare(t, &spares, p->bytes);
+  tiers_spare reuse = take_spare(t, &spares, TIER_GPU, p->bytes);
+  void *d = reuse.p;
   if (rc < 0) {
-    device_free(t->dev, d, p->bytes); /* none: nothing was evicted */
+    free_spare(t, TIER_GPU, &reuse); /* none: nothing was evicted */
     return rc;
   }
   char msg[DEVICE_ERROR_MAX];
@@ -649,7 +647,7 @@ void tiers_release(tiers *t, slice *s) {
   pthread_mutex_lock(&t->mu);
   tier_place *p = &s->place;
   /* Its kernels may still be running: whoever reuses its device block
-   * waits for this point first (take_dev_spare). A failed mark leaves the
+   * waits for this point first (take_spare). A failed mark leaves the
    * fence as it was; the daemon learns of a lost device elsewhere. */
   char msg[DEVICE_ERROR_MAX];
   if (p->dev != NULL && p->bound == p->dev &&
