@@ -216,16 +216,16 @@ void tiers__drop_copy(tiers *t, slice *s, int tier, int why,
   if (tier == TIER_GPU && p->dev != NULL) {
     if (p->bound == p->dev)
       p->bound = NULL;
-    keep_or_free(t, TIER_GPU, keep,
-                 (tiers_spare){.p = p->dev, .bytes = p->bytes, .fence = p->fence});
+    tiers_spare sp = {.p = p->dev, .bytes = p->bytes, .fence = p->fence};
+    keep_or_free(t, TIER_GPU, keep, sp);
     p->dev = NULL;
     atomic_fetch_sub(&t->gpu_used, p->bytes);
   } else if (tier == TIER_CPU && p->host != NULL) {
     if (p->bound == p->host)
       p->bound = NULL;
-    keep_or_free(t, TIER_CPU, keep,
-                 (tiers_spare){
-                     .p = p->host, .bytes = p->bytes, .pinned = p->host_pinned});
+    tiers_spare sp = {
+        .p = p->host, .bytes = p->bytes, .pinned = p->host_pinned};
+    keep_or_free(t, TIER_CPU, keep, sp);
     p->host = NULL;
     atomic_fetch_sub(&t->cpu_used, p->bytes);
     if (p->host_pinned)
