@@ -149,6 +149,59 @@ Common common(const Config &c, const char *config_dir) {
   return r;
 }
 
+// ---- the modules that run ------------------------------------------------
+//
+// Declared, not built: each parameter has its shape and dtype on one shared
+// zero (an expanded 0-d tensor), so a skeleton costs neither memory nor
+// initialisation. A restart takes the values from the cache file, and
+// shim_module_fill from the weights file or the seeded module below; either
+// re-points the parameters into the blob with set_data. The forwards call
+// the functions libtorch's own modules call, so the results are theirs.
+
+at::Tensor declared(at::IntArrayRef sizes, at::ScalarType dtype) {
+  return at::zeros({}, at::TensorOptions().dtype(dtype)).expand(sizes);
+}
+
+// A holder of parameters and submodules under PyTorch's names.
+struct Node : torch::nn::Module {
+  at::Tensor param(const char *name, at::IntArrayRef sizes, at::ScalarType dt) {
+    return register_parameter(name, declared(sizes, dt),
+                              /*requires_grad=*/false);
+  }
+  std::shared_ptr<Node> child(const std::string &name) {
+    return register_module(name, std::make_shared<Node>());
+  }
+};
+
+struct LinearP {
+  at::Tensor w, b; // b undefined without a bias
+
+  LinearP() = default;
+  LinearP(Node &n, int64_t in, int64_t out, bool bias, at::ScalarType dt)
+      : w(n.param("weight", {out, in}, dt)),
+        b(bias ? n.param("bias", {out}, dt) : at::Tensor()) {}
+  at::Tensor operator()(const at::Tensor &x) const {
+    return torch::linear(x, w, b);
+  }
+};
+
+at::Tensor activation(const std::string &name, const at::Tensor &x) {
+  if (name == "gelu")
+    return torch::gelu(x);
+  if (name == "tanh")
+    return torch::tanh(x);
+  if (name == "silu")
+    return torch::silu(x);
+  return torch::relu(x);
+}
+
+// ---- the values of a seeded module -----------------------------------------
+//
+// A built-in without a weights file gets the values libtorch's own modules
+// draw from the seed. They are made only by shim_module_fill, on a module of
+// libtorch's classes that is copied into the blob and dropped, so that a
+// seed gives the same weights (and cache files) as it always did.
+
 torch::nn::AnyModule activation_module(const std::string &name) {
   if (name == "gelu")
     return torch::nn::AnyModule(torch::nn::GELU());
@@ -159,72 +212,39 @@ torch::nn::AnyModule activation_module(const std::string &name) {
   return torch::nn::AnyModule(torch::nn::ReLU());
 }
 
-struct Mlp : torch::nn::Module {
+struct SeededMlp : torch::nn::Module {
   torch::nn::Sequential layers;
 };
 
-// nn.TransformerEncoderLayer in eval mode. libtorch's own C++ layer has no
-// norm_first or layer_norm_eps, so the layer is put together from libtorch's
-// MultiheadAttention, Linear and LayerNorm with Python's submodule names.
-// MultiheadAttention is sequence-first: batch-first inputs are transposed.
-struct Tel : torch::nn::Module {
-  int64_t d_model = 0;
-  bool norm_first = false, batch_first = true, gelu = false;
-  torch::nn::MultiheadAttention self_attn{nullptr};
-  torch::nn::Linear linear1{nullptr}, linear2{nullptr};
-  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
-
-  Tel(int64_t d, int64_t nhead, int64_t ff, double eps)
-      : d_model(d) {
+// nn.TransformerEncoderLayer's submodules, made in its order (the order the
+// generator is drawn from).
+struct SeededTel : torch::nn::Module {
+  SeededTel(int64_t d, int64_t nhead, int64_t ff, double eps) {
     using namespace torch::nn;
-    self_attn = register_module(
-        "self_attn", MultiheadAttention(MultiheadAttentionOptions(d, nhead)));
-    linear1 = register_module("linear1", Linear(d, ff));
-    linear2 = register_module("linear2", Linear(ff, d));
-    norm1 = register_module("norm1", LayerNorm(LayerNormOptions({d}).eps(eps)));
-    norm2 = register_module("norm2", LayerNorm(LayerNormOptions({d}).eps(eps)));
-  }
-
-  at::Tensor sa(const at::Tensor &x) {
-    return std::get<0>(self_attn->forward(x, x, x, {}, /*need_weights=*/false));
-  }
-  at::Tensor ff(const at::Tensor &x) {
-    at::Tensor h = linear1->forward(x);
-    return linear2->forward(gelu ? torch::gelu(h) : torch::relu(h));
-  }
-
-  at::Tensor forward(const at::Tensor &src) {
-    TORCH_CHECK(src.dim() == 2 || src.dim() == 3,
-                "transformer_encoder_layer expects a 3-D input ",
-                batch_first ? "(batch, seq, d_model)" : "(seq, batch, d_model)",
-                " or a 2-D one (seq, d_model), got ", src.dim(), "-D ",
-                src.sizes());
-    TORCH_CHECK(src.size(-1) == d_model,
-                "transformer_encoder_layer expects d_model = ", d_model,
-                " features in the last dim, got ", src.sizes());
-    bool unbatched = src.dim() == 2;
-    at::Tensor x = unbatched     ? src.unsqueeze(1)
-                   : batch_first ? src.transpose(0, 1)
-                                 : src;
-    if (norm_first) {
-      x = x + sa(norm1->forward(x));
-      x = x + ff(norm2->forward(x));
-    } else {
-      x = norm1->forward(x + sa(x));
-      x = norm2->forward(x + ff(x));
-    }
-    return unbatched ? x.squeeze(1) : batch_first ? x.transpose(0, 1) : x;
+    register_module("self_attn",
+                    MultiheadAttention(MultiheadAttentionOptions(d, nhead)));
+    register_module("linear1", Linear(d, ff));
+    register_module("linear2", Linear(ff, d));
+    register_module("norm1", LayerNorm(LayerNormOptions({d}).eps(eps)));
+    register_module("norm2", LayerNorm(LayerNormOptions({d}).eps(eps)));
   }
 };
 
-Builtin make_linear(const Config &c, const Common &) {
+// ---- the constructors ------------------------------------------------------
+
+Builtin make_linear(const Config &c, const Common &com) {
   int64_t in = c.positive("in_features"), out = c.positive("out_features");
   bool bias = c.boolean("bias", true);
-  torch::nn::Linear l(torch::nn::LinearOptions(in, out).bias(bias));
-  return {l.ptr(), [l](const at::Tensor &x) mutable { return l->forward(x); }};
+  auto root = std::make_shared<Node>();
+  LinearP l(*root, in, out, bias, com.dtype);
+  auto seeded = [=] {
+    torch::nn::Linear seeded(torch::nn::LinearOptions(in, out).bias(bias));
+    return seeded.ptr();
+  };
+  return {root, [l](const at::Tensor &x) { return l(x); }, seeded};
 }
 
-Builtin make_mlp(const Config &c, const Common &) {
+Builtin make_mlp(const Config &c, const Common &com) {
   int64_t in = c.positive("in_features"), out = c.positive("out_features");
   const cJSON *hidden = c.get("hidden_features");
   if (!hidden)
@@ -244,19 +264,100 @@ Builtin make_mlp(const Config &c, const Common &) {
   std::string act = c.choice("activation", "relu", {"relu", "gelu", "tanh", "silu"});
   bool bias = c.boolean("bias", true);
 
-  auto root = std::make_shared<Mlp>();
-  torch::nn::Sequential seq;
-  for (size_t k = 0; k + 1 < dims.size(); k++) {
-    seq->push_back(torch::nn::Linear(
-        torch::nn::LinearOptions(dims[k], dims[k + 1]).bias(bias)));
-    if (k + 2 < dims.size())
-      seq->push_back(activation_module(act));
-  }
-  root->layers = root->register_module("layers", seq);
-  return {root, [seq](const at::Tensor &x) mutable { return seq->forward(x); }};
+  // nn.Sequential's names: Linear at even indices, activations between.
+  auto root = std::make_shared<Node>();
+  auto seq = root->child("layers");
+  std::vector<LinearP> ls;
+  for (size_t k = 0; k + 1 < dims.size(); k++)
+    ls.emplace_back(*seq->child(std::to_string(2 * k)), dims[k], dims[k + 1],
+                    bias, com.dtype);
+  auto forward = [ls, act](const at::Tensor &x) {
+    at::Tensor h = x;
+    for (size_t k = 0; k < ls.size(); k++)
+      h = k + 1 < ls.size() ? activation(act, ls[k](h)) : ls[k](h);
+    return h;
+  };
+  auto seeded = [dims, act, bias] {
+    auto r = std::make_shared<SeededMlp>();
+    torch::nn::Sequential s;
+    for (size_t k = 0; k + 1 < dims.size(); k++) {
+      s->push_back(torch::nn::Linear(
+          torch::nn::LinearOptions(dims[k], dims[k + 1]).bias(bias)));
+      if (k + 2 < dims.size())
+        s->push_back(activation_module(act));
+    }
+    r->layers = r->register_module("layers", s);
+    return std::shared_ptr<torch::nn::Module>(r);
+  };
+  return {root, forward, seeded};
 }
 
-Builtin make_tel(const Config &c, const Common &) {
+// nn.TransformerEncoderLayer in eval mode, with Python's parameter names.
+// MultiheadAttention is sequence-first: batch-first inputs are transposed.
+struct Tel {
+  int64_t d_model = 0, nhead = 0;
+  double eps = 1e-5;
+  bool norm_first = false, batch_first = true, gelu = false;
+  at::Tensor in_w, in_b;
+  LinearP out, l1, l2;
+  at::Tensor n1w, n1b, n2w, n2b;
+
+  Tel(Node &root, int64_t d, int64_t nh, int64_t ff, at::ScalarType dt)
+      : d_model(d), nhead(nh) {
+    auto sa = root.child("self_attn");
+    in_w = sa->param("in_proj_weight", {3 * d, d}, dt);
+    in_b = sa->param("in_proj_bias", {3 * d}, dt);
+    out = LinearP(*sa->child("out_proj"), d, d, true, dt);
+    l1 = LinearP(*root.child("linear1"), d, ff, true, dt);
+    l2 = LinearP(*root.child("linear2"), ff, d, true, dt);
+    auto n1 = root.child("norm1"), n2 = root.child("norm2");
+    n1w = n1->param("weight", {d}, dt);
+    n1b = n1->param("bias", {d}, dt);
+    n2w = n2->param("weight", {d}, dt);
+    n2b = n2->param("bias", {d}, dt);
+  }
+
+  at::Tensor sa(const at::Tensor &x) const {
+    namespace F = torch::nn::functional;
+    return std::get<0>(F::detail::multi_head_attention_forward(
+        x, x, x, d_model, nhead, in_w, in_b, /*bias_k=*/{}, /*bias_v=*/{},
+        /*add_zero_attn=*/false, /*dropout_p=*/0.0, out.w, out.b,
+        /*training=*/false, /*key_padding_mask=*/{}, /*need_weights=*/false));
+  }
+  at::Tensor norm(const at::Tensor &x, const at::Tensor &w,
+                  const at::Tensor &b) const {
+    return torch::layer_norm(x, {d_model}, w, b, eps);
+  }
+  at::Tensor ff(const at::Tensor &x) const {
+    at::Tensor h = l1(x);
+    return l2(gelu ? torch::gelu(h) : torch::relu(h));
+  }
+
+  at::Tensor forward(const at::Tensor &src) const {
+    TORCH_CHECK(src.dim() == 2 || src.dim() == 3,
+                "transformer_encoder_layer expects a 3-D input ",
+                batch_first ? "(batch, seq, d_model)" : "(seq, batch, d_model)",
+                " or a 2-D one (seq, d_model), got ", src.dim(), "-D ",
+                src.sizes());
+    TORCH_CHECK(src.size(-1) == d_model,
+                "transformer_encoder_layer expects d_model = ", d_model,
+                " features in the last dim, got ", src.sizes());
+    bool unbatched = src.dim() == 2;
+    at::Tensor x = unbatched     ? src.unsqueeze(1)
+                   : batch_first ? src.transpose(0, 1)
+                                 : src;
+    if (norm_first) {
+      x = x + sa(norm(x, n1w, n1b));
+      x = x + ff(norm(x, n2w, n2b));
+    } else {
+      x = norm(x + sa(x), n1w, n1b);
+      x = norm(x + ff(x), n2w, n2b);
+    }
+    return unbatched ? x.squeeze(1) : batch_first ? x.transpose(0, 1) : x;
+  }
+};
+
+Builtin make_tel(const Config &c, const Common &com) {
   int64_t d = c.positive("d_model"), nhead = c.positive("nhead");
   int64_t ff = c.positive("dim_feedforward", 2048);
   if (d % nhead != 0)
@@ -268,11 +369,17 @@ Builtin make_tel(const Config &c, const Common &) {
   bool batch_first = c.boolean("batch_first", true);
   double eps = c.number("layer_norm_eps", 1e-5, 0, 1, /*lo_open=*/true);
   c.number("dropout", 0, 0, 1, false); // accepted for PyTorch's sake; eval mode
-  auto t = std::make_shared<Tel>(d, nhead, ff, eps);
+  auto root = std::make_shared<Node>();
+  auto t = std::make_shared<Tel>(*root, d, nhead, ff, com.dtype);
+  t->eps = eps;
   t->norm_first = norm_first;
   t->batch_first = batch_first;
   t->gelu = act == "gelu";
-  return {t, [t](const at::Tensor &x) { return t->forward(x); }};
+  return {root, [t](const at::Tensor &x) { return t->forward(x); },
+          [=] {
+            return std::shared_ptr<torch::nn::Module>(
+                std::make_shared<SeededTel>(d, nhead, ff, eps));
+          }};
 }
 
 } // namespace
@@ -342,17 +449,26 @@ Builtin build_builtin(const std::string &constructor, const cJSON *config,
     fail(SLY_E_BAD_REQUEST, "constructor '%.64s': unknown", constructor.c_str());
   }
   Common com = common(*c, config_dir);
-  Builtin b;
-  {
-    // libtorch's initialisers draw from the global generator: one
-    // construction at a time keeps a seed's weights the same on any thread.
-    static std::mutex mu;
-    std::lock_guard<std::mutex> lock(mu);
-    torch::manual_seed(com.seed);
-    b = make(*c, com);
+  Builtin b = make(*c, com);
+  if (com.weights.empty()) {
+    auto make_seeded = std::move(b.seeded);
+    b.seeded = [make_seeded, com] {
+      std::shared_ptr<torch::nn::Module> r;
+      {
+        // libtorch's initialisers draw from the global generator: one
+        // construction at a time keeps a seed's weights the same on any
+        // thread.
+        static std::mutex mu;
+        std::lock_guard<std::mutex> lock(mu);
+        torch::manual_seed(com.seed);
+        r = make_seeded();
+      }
+      r->to(com.dtype);
+      return r;
+    };
+  } else {
+    b.seeded = nullptr;
   }
-  b.root->eval();
-  b.root->to(com.dtype);
   *weights = com.weights;
   return b;
 }

@@ -64,15 +64,23 @@ struct Slot {
   uint64_t shape[PROTO_MAX_DIMS] = {0};
 };
 
-// The built-in module: its root (for parameters) and its forward.
+// A built-in module: its root (for the parameters' names), its forward, and
+// for a seeded one the maker of its values.
 struct Builtin {
+  // Parameters declared with their shapes and dtype but no values until
+  // shim_module_fill or a bind re-points them into a blob.
   std::shared_ptr<torch::nn::Module> root;
   std::function<at::Tensor(const at::Tensor &)> forward;
+  // A module of libtorch's own classes initialised from config.seed, in the
+  // dtype, whose parameters have root's names in root's order; empty when
+  // the values come from a weights file.
+  std::function<std::shared_ptr<torch::nn::Module>()> seeded;
 };
 
-// Builds a built-in from its config (shim_builtins.cpp). Throws shim::Error
-// with SLY_E_BAD_REQUEST naming the key for a bad config. `weights` receives
-// the resolved weights path, or stays empty when the module is seeded.
+// Declares a built-in from its config (shim_builtins.cpp): cheap, nothing
+// is allocated or initialised. Throws shim::Error with SLY_E_BAD_REQUEST
+// naming the key for a bad config. `weights` receives the resolved weights
+// path, or stays empty when the module is seeded.
 Builtin build_builtin(const std::string &constructor, const cJSON *config,
                       const char *config_dir, std::string *weights);
 bool is_builtin(const std::string &constructor);
@@ -102,7 +110,7 @@ struct shim_module {
   // undefined before the first bind.
   at::Tensor bound_blob;
   bool bound = false;
-  // A built-in's `weights` file not read yet (shim_module_create_deferred).
+  // A built-in's `weights` file, until shim_module_fill has read it.
   std::string pending_weights;
 };
 
@@ -112,8 +120,14 @@ struct shim_values {
 
 namespace shim {
 
-// Collects the module's unique tensors, packs them into one host blob and
-// re-points them as views into it (shim_weights.cpp).
+// Collects the module's unique tensors into m->slots with their places in
+// the blob and sets m->blob_bytes; allocates nothing (shim_weights.cpp).
+void plan_blob(shim_module *m);
+// A fresh host blob of m->blob_bytes (uint8, SHIM_BLOB_ALIGN-aligned, its
+// padding zeroed, its slots not), whose memory m->own_memory watches.
+at::Tensor new_blob(shim_module *m);
+// plan_blob, then the tensors' current values copied into a new blob that
+// they are re-pointed into (m->host_blob).
 void pack_blob(shim_module *m);
 // Makes each slot's tensor a view of `blob` (host or device) at its offset.
 void repoint(shim_module *m, const at::Tensor &blob);
@@ -126,10 +140,13 @@ void bind(shim_module *m, void *base, const at::Device &device);
 // The blob the views point into now (bound, device or host); undefined when
 // the module has no weights.
 const at::Tensor &current_blob(const shim_module *m);
-// Reads a safetensors file into the blob: every slot must be in the file
-// with its dtype and shape, and the file must hold nothing else. `key` names
-// the config key in messages.
-void load_weights(shim_module *m, const std::string &path, const char *key);
+// Reads a safetensors file into `blob` (a new_blob of m): every slot must be
+// in the file with its dtype and shape, and the file must hold nothing
+// else. `key` names the config key in messages.
+void load_weights(shim_module *m, const std::string &path, const char *key,
+                  const at::Tensor &blob);
+// Copies the values of a seeded built-in (Builtin::seeded) into `blob`.
+void seed_weights(shim_module *m, const at::Tensor &blob);
 
 } // namespace shim
 

@@ -124,8 +124,7 @@ std::string st_shape(const st_tensor &t) {
 
 } // namespace
 
-void pack_blob(shim_module *m) {
-  torch::NoGradGuard no_grad;
+void plan_blob(shim_module *m) {
   m->slots = collect(m);
   uint64_t total = 0;
   for (Slot &s : m->slots) {
@@ -134,8 +133,10 @@ void pack_blob(shim_module *m) {
       fail(SLY_E_NO_MEMORY, "weight blob size overflows");
   }
   m->blob_bytes = total;
-  if (total == 0)
-    return;
+}
+
+at::Tensor new_blob(shim_module *m) {
+  uint64_t total = m->blob_bytes;
   void *p = nullptr;
   if (posix_memalign(&p, SHIM_BLOB_ALIGN, total) != 0)
     fail(SLY_E_NO_MEMORY, "weight blob of %llu bytes: out of memory",
@@ -143,17 +144,48 @@ void pack_blob(shim_module *m) {
   // The storage frees the memory once the blob and its last view are gone.
   std::shared_ptr<void> owner(p, free);
   m->own_memory = owner;
-  at::Tensor blob = torch::from_blob(
-      p, {(int64_t)total}, [owner](void *) {},
-      at::TensorOptions().dtype(at::kByte));
   uint8_t *base = static_cast<uint8_t *>(p);
-  for (const Slot &s : m->slots) {
-    view_of(blob, s).copy_(s.tensor);
-    // Zeroed padding keeps the blob's bytes a function of the weights.
+  // Zeroed padding keeps the blob's bytes a function of the weights.
+  for (const Slot &s : m->slots)
     memset(base + s.offset + s.nbytes, 0, align_up(s.nbytes) - s.nbytes);
-  }
+  return torch::from_blob(p, {(int64_t)total}, [owner](void *) {},
+                          at::TensorOptions().dtype(at::kByte));
+}
+
+void pack_blob(shim_module *m) {
+  torch::NoGradGuard no_grad;
+  plan_blob(m);
+  if (m->blob_bytes == 0)
+    return;
+  at::Tensor blob = new_blob(m);
+  for (const Slot &s : m->slots)
+    view_of(blob, s).copy_(s.tensor);
   repoint(m, blob);
   m->host_blob = blob;
+}
+
+void seed_weights(shim_module *m, const at::Tensor &blob) {
+  torch::NoGradGuard no_grad;
+  std::shared_ptr<torch::nn::Module> r = m->builtin.seeded();
+  std::vector<std::pair<std::string, at::Tensor>> ts;
+  for (const auto &p : r->named_parameters(/*recurse=*/true))
+    ts.emplace_back(p.key(), p.value());
+  for (const auto &b : r->named_buffers(/*recurse=*/true))
+    ts.emplace_back(b.key(), b.value());
+  // The two declarations of a built-in must agree, or the seed's values
+  // would land under other names.
+  bool same = ts.size() == m->slots.size();
+  for (size_t i = 0; same && i < ts.size(); i++) {
+    const Slot &s = m->slots[i];
+    same = ts[i].first == s.name &&
+           ts[i].second.scalar_type() == s.tensor.scalar_type() &&
+           ts[i].second.sizes() == s.tensor.sizes();
+  }
+  if (!same)
+    fail(SLY_E_INTERNAL, "%s: the seeded module's tensors differ from the "
+         "declared ones", m->constructor.c_str());
+  for (size_t i = 0; i < ts.size(); i++)
+    view_of(blob, m->slots[i]).copy_(ts[i].second);
 }
 
 void repoint(shim_module *m, const at::Tensor &blob) {
@@ -216,7 +248,8 @@ const at::Tensor &current_blob(const shim_module *m) {
                                     : m->host_blob;
 }
 
-void load_weights(shim_module *m, const std::string &path, const char *key) {
+void load_weights(shim_module *m, const std::string &path, const char *key,
+                  const at::Tensor &blob) {
   std::string what = std::string(key) + ": " + path;
   Fd f;
   f.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -274,8 +307,8 @@ void load_weights(shim_module *m, const std::string &path, const char *key) {
   }
   if (m->blob_bytes == 0)
     return;
-  // Straight into the blob: the slots are its views, on the host.
-  uint8_t *base = static_cast<uint8_t *>(m->host_blob.data_ptr());
+  // Straight into the blob, at the slots' places.
+  uint8_t *base = static_cast<uint8_t *>(blob.data_ptr());
   for (const Slot &s : m->slots) {
     const st_tensor *t = in_file.at(s.name);
     pread_full(f.fd, base + s.offset, s.nbytes, h.h.data_offset + t->begin,

@@ -416,13 +416,7 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
         discard_module(s);
         return ensure_host(t, s, room, ds, err);
       }
-      rc = tiers__fill(t, s, err);
-      if (rc < 0) {
-        hostmem_free(h, bytes, pinned);
-        unreserve_host(t, bytes);
-        discard_module(s);
-        return rc;
-      }
+      /* TorchScript: the fresh build loaded the file whole. */
       memcpy(h, fresh, bytes);
     }
   }

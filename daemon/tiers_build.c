@@ -108,7 +108,8 @@ int tiers__build(tiers *t, slice *s, proto_error *err) {
   pthread_mutex_unlock(&t->mu);
   uint64_t t0 = tiers__now_ns();
   shim_module *m;
-  /* The weights are read only when no cache file holds them. */
+  /* Declared only: the weights are read or drawn from the seed only when no
+   * cache file holds them. */
   int rc = shim_module_create_deferred(s->constructor, s->config,
                                        s->config_dir, "cpu", &m, msg);
   size_t n = 0;
@@ -146,28 +147,16 @@ int tiers__build(tiers *t, slice *s, proto_error *err) {
   atomic_store(&s->bytes, p->bytes);
   atomic_fetch_add(&s->loads, 1);
   tiers__path_add(&t->build, p->bytes, ns);
+  const char *how =
+      p->on_disk ? (shim_module_filled(s->module)
+                        ? "; a cache file exists"
+                        : "; a cache file exists, its weights come from there")
+      : cJSON_IsString(cJSON_GetObjectItemCaseSensitive(s->config, "weights"))
+          ? "; weights read from its weights file"
+          : "";
   log_info("slice %s: built (%s, %llu bytes in %zu tensors, %.1f ms)%s",
            s->name, s->constructor, (unsigned long long)p->bytes, n,
-           (double)ns / 1e6,
-           !p->on_disk                ? ""
-           : shim_module_filled(s->module) ? "; a cache file exists"
-                                           : "; a cache file exists, its "
-                                             "weights file is not read");
-  return 0;
-}
-
-int tiers__fill(tiers *t, slice *s, proto_error *err) {
-  if (s->module == NULL || shim_module_filled(s->module))
-    return 0;
-  char msg[SHIM_ERROR_MAX];
-  pthread_mutex_unlock(&t->mu);
-  int rc = shim_module_fill(s->module, msg);
-  pthread_mutex_lock(&t->mu);
-  if (rc < 0) {
-    log_error("slice %s: reading its weights: %s", s->name, msg);
-    return proto_fail(err, rc, "%s", msg);
-  }
-  log_info("slice %s: weights read from its weights file", s->name);
+           (double)ns / 1e6, how);
   return 0;
 }
 

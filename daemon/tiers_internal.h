@@ -82,12 +82,11 @@ int tiers__ensure(tiers *t, struct slice *s, int tier, int room,
                   proto_error *err);
 
 /* tiers_build.c: builds claimed `s`'s module (mutex dropped meanwhile),
- * keeps its layout and cache key; and writes its cache file from the host
- * copy when there is none. */
+ * keeps its layout and cache key, and gives it its values unless its cache
+ * file holds them; and writes its cache file from the host copy when there
+ * is none. */
 int tiers__build(tiers *t, struct slice *s, proto_error *err);
 void tiers__write_cache(tiers *t, struct slice *s);
-/* Reads the weights a build deferred (the cache file turned out bad). */
-int tiers__fill(tiers *t, struct slice *s, proto_error *err);
 
 /* prefetch.c: the mover thread, and the hints a slice leaves behind. */
 int tiers__mover_start(tiers *t);

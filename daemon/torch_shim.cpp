@@ -279,6 +279,32 @@ extern "C" const char *const *shim_constructors(void) {
   return names;
 }
 
+namespace shim {
+
+// Whether the blob holds the slice's values: the shim's own, or memory they
+// were read into and bound.
+bool filled(const shim_module *m) {
+  return m->bound || m->host_blob.defined() || m->blob_bytes == 0;
+}
+
+// Gives a declared built-in its values: a new blob, filled from the weights
+// file or the seed, that the parameters are then re-pointed into. On
+// failure the module is as it was.
+void fill(shim_module *m) {
+  if (filled(m))
+    return;
+  at::Tensor blob = new_blob(m);
+  if (!m->pending_weights.empty())
+    load_weights(m, m->pending_weights, "config.weights", blob);
+  else
+    seed_weights(m, blob);
+  repoint(m, blob);
+  m->host_blob = blob;
+  m->pending_weights.clear();
+}
+
+} // namespace shim
+
 static int create(const char *constructor, const cJSON *config,
                   const char *config_dir, const char *device, bool defer,
                   shim_module **out, char err[SHIM_ERROR_MAX]) {
@@ -286,25 +312,25 @@ static int create(const char *constructor, const cJSON *config,
     if (!constructor || !out)
       shim::fail(SLY_E_INTERNAL, "shim_module_create: NULL argument");
     at::Device dev = parse_device(device, SLY_E_BAD_REQUEST, SLY_E_UNAVAILABLE);
+    if (defer && !dev.is_cpu())
+      shim::fail(SLY_E_INTERNAL, "a deferred module is made on the CPU");
     auto m = std::make_unique<shim_module>();
     m->constructor = constructor;
-    std::string weights;
     if (m->constructor == "torchscript") {
       m->is_jit = true;
       m->jit = shim::build_torchscript(config, config_dir);
+      shim::pack_blob(m.get());
     } else if (shim::is_builtin(m->constructor)) {
       m->builtin = shim::build_builtin(m->constructor, config, config_dir,
-                                       &weights);
+                                       &m->pending_weights);
+      shim::plan_blob(m.get());
+      if (!defer)
+        shim::fill(m.get());
     } else {
       shim::fail(SLY_E_BAD_REQUEST,
                  "constructor '%.64s': unknown (known: torchscript, linear, "
                  "mlp, transformer_encoder_layer)", constructor);
     }
-    shim::pack_blob(m.get());
-    if (defer)
-      m->pending_weights = weights;
-    else if (!weights.empty())
-      shim::load_weights(m.get(), weights, "config.weights");
     shim::move_to_device(m.get(), dev);
     *out = m.release();
     return 0;
@@ -332,16 +358,13 @@ extern "C" int shim_module_fill(shim_module *m, char err[SHIM_ERROR_MAX]) {
       shim::fail(SLY_E_INTERNAL, "shim_module_fill: NULL module");
     if (m->bound)
       shim::fail(SLY_E_INTERNAL, "shim_module_fill: the module is bound");
-    std::string path;
-    path.swap(m->pending_weights);
-    if (!path.empty())
-      shim::load_weights(m, path, "config.weights");
+    shim::fill(m);
     return 0;
   })
 }
 
 extern "C" int shim_module_filled(const shim_module *m) {
-  return m && m->pending_weights.empty() ? 1 : 0;
+  return m && shim::filled(m) ? 1 : 0;
 }
 
 extern "C" void shim_module_free(shim_module *m) { SHIM_GUARD_VOID(delete m;) }
@@ -445,6 +468,9 @@ extern "C" int shim_forward(shim_module *m, const shim_values *in,
   SHIM_GUARD(err, SLY_E_BAD_TENSOR, {
     if (!m || !in || !out)
       shim::fail(SLY_E_INTERNAL, "shim_forward: NULL argument");
+    if (!shim::filled(m))
+      shim::fail(SLY_E_INTERNAL, "shim_forward: the module has no weights yet "
+                 "(neither filled nor bound)");
     c10::InferenceMode inference;
     std::vector<at::Tensor> xs;
     xs.reserve(in->t.size());

@@ -61,18 +61,21 @@ int shim_module_create(const char *constructor, const cJSON *config,
                        shim_module **out, char err[SHIM_ERROR_MAX]);
 void shim_module_free(shim_module *m);
 
-/* The same, but a built-in's `weights` file is not read yet: the blob holds
- * the constructor's own values until shim_module_fill. For a restart that
- * finds the slice's cache file, whose bytes replace the blob's: the layout
- * is known without reading the weights. TorchScript reads its file anyway. */
+/* The same on "cpu", but a built-in gets no values yet: its parameters are
+ * declared with their shapes (so the blob's layout is known) and nothing is
+ * allocated, initialised or read until shim_module_fill, or until a bind
+ * points them at values read from elsewhere (a restart that finds the
+ * slice's cache file). TorchScript is loaded whole anyway. */
 int shim_module_create_deferred(const char *constructor, const cJSON *config,
                                 const char *config_dir, const char *device,
                                 shim_module **out, char err[SHIM_ERROR_MAX]);
-/* Reads the deferred weights into the blob (nothing when there are none or
- * they are read already). Not after shim_module_bind. Same codes as
- * shim_module_create. */
+/* Gives a deferred built-in its values in a blob of its own: its weights
+ * file read, or its seed's values (nothing when it has them already). Not
+ * after shim_module_bind. Same codes as shim_module_create; on failure the
+ * module is as it was. */
 int shim_module_fill(shim_module *m, char err[SHIM_ERROR_MAX]);
-/* 1 when the blob holds the slice's real weights (nothing deferred). */
+/* 1 when the module's weights hold values: filled, or bound. shim_forward
+ * refuses a module that is neither. */
 int shim_module_filled(const shim_module *m);
 
 /* Size of the weight blob (parameters and buffers, with alignment). */
@@ -98,8 +101,9 @@ typedef struct {
 int shim_module_blob_entry(const shim_module *m, size_t i,
                            shim_blob_entry *out);
 
-/* The shim's own blob, on the host, as packed by shim_module_create (for
- * the first copy into a tier). NULL once shim_module_bind has been called. */
+/* The shim's own blob, on the host, as packed by shim_module_create or
+ * shim_module_fill (for the first copy into a tier). NULL before the fill
+ * of a deferred built-in and once shim_module_bind has been called. */
 const void *shim_module_blob_data(const shim_module *m);
 
 /* Re-points every parameter and buffer of the module to views into `base`,

@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,8 +140,22 @@ static inline void st_write(const char *path, size_t n,
   cr_assert_eq(fclose(f), 0);
 }
 
-/* Creates a module from a JSON config (printf-style); the test fails
- * unless it works. Relative paths resolve against the fixture folder. */
+/* Creates a module on the CPU from a JSON config, deferred or not; the test
+ * fails unless it works. Relative paths resolve against the fixture folder. */
+static inline shim_module *make_from(const char *ctor, const char *json,
+                                     bool deferred) {
+  cJSON *c = cJSON_Parse(json);
+  cr_assert_not_null(c, "bad test JSON %s", json);
+  shim_module *m = NULL;
+  int r = deferred ? shim_module_create_deferred(ctor, c, FIX, "cpu", &m, err)
+                   : shim_module_create(ctor, c, FIX, "cpu", &m, err);
+  cJSON_Delete(c);
+  cr_assert_eq(r, 0, "%s %s: %s: %s", ctor, json, sly_code_name(r), err);
+  cr_assert_not_null(m);
+  return m;
+}
+
+/* make_from, not deferred, with a printf-style config. */
 static inline shim_module *make(const char *ctor, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static inline shim_module *make(const char *ctor, const char *fmt, ...) {
@@ -149,14 +164,7 @@ static inline shim_module *make(const char *ctor, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(json, sizeof(json), fmt, ap);
   va_end(ap);
-  cJSON *c = cJSON_Parse(json);
-  cr_assert_not_null(c, "bad test JSON %s", json);
-  shim_module *m = NULL;
-  int r = shim_module_create(ctor, c, FIX, "cpu", &m, err);
-  cJSON_Delete(c);
-  cr_assert_eq(r, 0, "%s %s: %s: %s", ctor, json, sly_code_name(r), err);
-  cr_assert_not_null(m);
-  return m;
+  return make_from(ctor, json, false);
 }
 
 /* Expects creating the module to fail with `code` and a message holding

@@ -384,9 +384,10 @@ Test(shim, weights_must_match_the_module_exactly) {
   tensor_free(&w), tensor_free(&b), tensor_free(&extra);
 }
 
-/* A deferred build leaves the weights file unread: same layout, the
- * constructor's own values, until shim_module_fill reads the file. */
-Test(shim, a_deferred_build_reads_its_weights_only_when_filled) {
+/* A deferred build declares the weights and nothing more: no blob, no read
+ * of the weights file, forwards refused, until shim_module_fill reads the
+ * file, or a bind points the module at values read elsewhere. */
+Test(shim, a_deferred_build_gets_its_weights_only_when_filled_or_bound) {
   tensor w = TENSOR(PROTO_DTYPE_FLOAT32, 3, 4), b = TENSOR(PROTO_DTYPE_FLOAT32, 3);
   float *W = w.data, *B = b.data;
   for (int i = 0; i < 12; i++)
@@ -399,33 +400,87 @@ Test(shim, a_deferred_build_reads_its_weights_only_when_filled) {
            (tensor[]){w, b});
   snprintf(cfg, sizeof(cfg), "{\"in_features\": 4, \"out_features\": 3, "
            "\"weights\": \"%s\"}", path);
-  cJSON *c = cJSON_Parse(cfg);
-  shim_module *full, *def;
-  cr_assert_eq(shim_module_create("linear", c, NULL, "cpu", &full, err), 0,
-               "%s", err);
-  cr_assert_eq(shim_module_create_deferred("linear", c, NULL, "cpu", &def,
-                                           err), 0, "%s", err);
-  cJSON_Delete(c);
+  shim_module *full = make("linear", "%s", cfg);
+  shim_module *def = make_from("linear", cfg, true);
   cr_assert(shim_module_filled(full));
   cr_assert_not(shim_module_filled(def));
+  cr_assert_null(shim_module_blob_data(def), "a deferred build has no blob");
   uint64_t n = shim_module_blob_bytes(full);
   cr_assert_eq(shim_module_blob_bytes(def), n, "the layouts differ");
-  cr_assert_neq(memcmp(shim_module_blob_data(full), shim_module_blob_data(def),
-                       n), 0, "the deferred build read the weights");
+  cr_assert_eq(shim_module_blob_tensors(def), shim_module_blob_tensors(full));
+  for (size_t i = 0; i < shim_module_blob_tensors(full); i++) {
+    shim_blob_entry e1, e2;
+    cr_assert_eq(shim_module_blob_entry(full, i, &e1), 0);
+    cr_assert_eq(shim_module_blob_entry(def, i, &e2), 0);
+    cr_assert_str_eq(e1.name, e2.name);
+    cr_assert(e1.offset == e2.offset && e1.nbytes == e2.nbytes &&
+              e1.dtype == e2.dtype && e1.ndim == e2.ndim &&
+              memcmp(e1.shape, e2.shape, sizeof(e1.shape)) == 0,
+              "entry %zu (%s) differs", i, e1.name);
+  }
+  tensor x = TENSOR(PROTO_DTYPE_FLOAT32, 2, 4);
+  fill_float(&x, 1, 0.5f);
+  shim_values *out = NULL;
+  cr_assert_eq(forward(def, &x, 1, &out), SLY_E_INTERNAL,
+               "a module without weights ran");
+  cr_assert_not_null(strstr(err, "no weights yet"), "%s", err);
   cr_assert_eq(shim_module_fill(def, err), 0, "%s", err);
   cr_assert(shim_module_filled(def));
   cr_assert_eq(memcmp(shim_module_blob_data(full), shim_module_blob_data(def),
                       n), 0, "filled, the blob differs from a full build");
-  /* A missing file is found at fill time, with create's code. */
+  tensor want = run1(full, &x, 1), got = run1(def, &x, 1);
+  cr_assert_eq(memcmp(want.data, got.data, want.nbytes), 0);
+  tensor_free(&got);
   shim_module_free(def);
+
+  /* Bound to values read elsewhere (as from a cache file): no fill. */
+  def = make_from("linear", cfg, true);
+  void *mem = aligned_alloc(64, aligned(n));
+  cr_assert_not_null(mem);
+  memcpy(mem, shim_module_blob_data(full), n);
+  cr_assert_eq(shim_module_bind(def, mem, "cpu", err), 0, "%s", err);
+  cr_assert(shim_module_filled(def));
+  got = run1(def, &x, 1);
+  cr_assert_eq(memcmp(want.data, got.data, want.nbytes), 0,
+               "bound, the deferred build computes otherwise");
+  tensor_free(&got);
+  shim_module_free(def);
+  free(mem);
+  tensor_free(&want), tensor_free(&x);
+
+  /* A missing file is found at fill time, with create's code. */
   cr_assert_eq(unlink(path), 0);
-  c = cJSON_Parse(cfg);
-  cr_assert_eq(shim_module_create_deferred("linear", c, NULL, "cpu", &def,
-                                           err), 0,
-               "a deferred build opened the weights file: %s", err);
-  cJSON_Delete(c);
+  def = make_from("linear", cfg, true);
   cr_assert_eq(shim_module_fill(def, err), SLY_E_NOT_FOUND, "%s", err);
+  cr_assert_not(shim_module_filled(def), "a failed fill left a blob");
   shim_module_free(def);
   shim_module_free(full);
   tensor_free(&w), tensor_free(&b);
+}
+
+/* A seeded built-in, deferred, draws its seed's values when filled: the
+ * same bytes as a full build (so the same cache file), for every built-in. */
+Test(shim, a_deferred_seeded_build_fills_with_its_seeds_values) {
+  static const char *const cases[][2] = {
+      {"linear", "{\"in_features\": 8, \"out_features\": 5, \"seed\": 3}"},
+      {"linear", "{\"in_features\": 8, \"out_features\": 5, \"bias\": false}"},
+      {"mlp", "{\"in_features\": 6, \"hidden_features\": [7, 9], "
+              "\"out_features\": 4, \"activation\": \"gelu\", \"seed\": 4}"},
+      {"transformer_encoder_layer",
+       "{\"d_model\": 16, \"nhead\": 4, \"dim_feedforward\": 24, "
+       "\"dtype\": \"bfloat16\", \"seed\": 5}"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    shim_module *full = make_from(cases[i][0], cases[i][1], false);
+    shim_module *def = make_from(cases[i][0], cases[i][1], true);
+    uint64_t n = shim_module_blob_bytes(full);
+    cr_assert_eq(shim_module_blob_bytes(def), n, "%s", cases[i][1]);
+    cr_assert_null(shim_module_blob_data(def));
+    cr_assert_eq(shim_module_fill(def, err), 0, "%s: %s", cases[i][1], err);
+    cr_assert_eq(memcmp(shim_module_blob_data(full),
+                        shim_module_blob_data(def), n), 0,
+                 "%s: the filled blob differs from a full build", cases[i][1]);
+    shim_module_free(def);
+    shim_module_free(full);
+  }
 }
