@@ -90,7 +90,7 @@ SLYCTL := $(BUILD)/slyctl
 LIBSLYCE_SO := $(BUILD)/libslyce.so
 LIBSLYCE_A := $(BUILD)/libslyce.a
 
-.PHONY: all deps test check check-unit check-integration check-units check-install run install clean torch-check bench
+.PHONY: all deps test check check-unit check-gpu check-integration check-units check-install run install clean torch-check bench
 .DEFAULT_GOAL := all
 
 all: $(SLYCED) $(SLYCTL) $(LIBSLYCE_SO) $(LIBSLYCE_A) $(UNIT_BIN) $(INTEG_BIN) $(BENCH_BIN)
@@ -216,6 +216,13 @@ endif
 
 check-unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $(SAN_ENV) $$t $(CRITERION_FLAGS); done
+
+# The unit tests with CUDA cases (each skips them where libtorch sees no GPU),
+# for tests/gpu/run.sh on the GPU machine: the device's copies and batches,
+# pinned host memory, and the shim's forwards and binds on cuda:0.
+GPU_UNIT_BIN := $(addprefix $(BUILD)/tests/unit/,test_device test_hostmem test_shim test_shim_bind)
+check-gpu: $(GPU_UNIT_BIN)
+	@set -e; for t in $(GPU_UNIT_BIN); do echo "== $$t"; $(SAN_ENV) $$t $(CRITERION_FLAGS); done
 
 check-integration: $(INTEG_BIN) $(SLYCED) $(SLYCTL)
 	@set -e; for t in $(INTEG_BIN); do echo "== $$t"; $(SAN_ENV) $$t $(CRITERION_FLAGS); done
