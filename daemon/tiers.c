@@ -356,7 +356,7 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
       !p->on_disk)
     discard_module(s);
   if (s->module == NULL) {
-    int rc = tiers__build(t, s, err);
+    int rc = tiers__build(t, s, true, err);
     if (rc < 0)
       return rc;
   }
@@ -395,7 +395,7 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
   }
   if (p->on_disk) {
     /* A valid cache file is what the slice is served from, also right after
-     * a restart; a bad one is dropped (and the fresh build used). */
+     * a restart; a bad one is dropped and the slice built again. */
     char msg[DISKCACHE_ERROR_MAX];
     rc = read_cache(t, s, h, ds, msg);
     if (rc != 0 && rc != -EBADMSG && rc != -ENOENT) {
@@ -410,14 +410,13 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
       log_warn("slice %s: cache file %s: %s; building it again", s->name,
                p->key, msg);
       p->on_disk = false;
-      if (fresh == NULL) {
-        hostmem_free(h, bytes, pinned);
-        unreserve_host(t, bytes);
-        discard_module(s);
-        return ensure_host(t, s, room, ds, err);
-      }
-      /* TorchScript: the fresh build loaded the file whole. */
-      memcpy(h, fresh, bytes);
+      hostmem_free(h, bytes, pinned);
+      unreserve_host(t, bytes);
+      discard_module(s);
+      /* Not looking for the file again: one that could not be deleted
+       * would be read again, and again. */
+      rc = tiers__build(t, s, false, err);
+      return rc < 0 ? rc : ensure_host(t, s, room, ds, err);
     }
   }
   p->host = h;
@@ -484,7 +483,7 @@ static int ensure_dev(tiers *t, slice *s, int room, proto_error *err) {
     /* Built here rather than in ensure_host, so that whether a cache file
      * holds the slice, and its size, are known before its device block is
      * reserved: the first use after a restart streams too. */
-    rc = tiers__build(t, s, err);
+    rc = tiers__build(t, s, true, err);
     if (rc < 0)
       return rc;
     built = true;

@@ -84,7 +84,7 @@ static diskcache_entry *layout_of(shim_module *m, size_t *n_out) {
   return e;
 }
 
-static void cache_key(const tiers *t, slice *s) {
+static void cache_key(const tiers *t, slice *s, bool use_cache) {
   tier_place *p = &s->place;
   cJSON *canon = cJSON_Duplicate(s->config, 1);
   sort_json(canon);
@@ -98,11 +98,11 @@ static void cache_key(const tiers *t, slice *s) {
                 shim_torch_version(), p->key);
   free(canon_s);
   cJSON_Delete(canon);
-  p->on_disk = t->conf.disk_cache_path != NULL &&
+  p->on_disk = use_cache && t->conf.disk_cache_path != NULL &&
                diskcache_exists(t->conf.disk_cache_path, p->key);
 }
 
-int tiers__build(tiers *t, slice *s, proto_error *err) {
+int tiers__build(tiers *t, slice *s, bool use_cache, proto_error *err) {
   char msg[SHIM_ERROR_MAX];
   atomic_store(&s->state, SLICE_LOADING);
   pthread_mutex_unlock(&t->mu);
@@ -125,7 +125,7 @@ int tiers__build(tiers *t, slice *s, proto_error *err) {
     p->entries = e;
     p->n_entries = n;
     p->bytes = shim_module_blob_bytes(m);
-    cache_key(t, s);
+    cache_key(t, s, use_cache);
     if (!p->on_disk)
       rc = shim_module_fill(m, msg);
     if (rc < 0) {

@@ -83,9 +83,10 @@ int tiers__ensure(tiers *t, struct slice *s, int tier, int room,
 
 /* tiers_build.c: builds claimed `s`'s module (mutex dropped meanwhile),
  * keeps its layout and cache key, and gives it its values unless its cache
- * file holds them; and writes its cache file from the host copy when there
- * is none. */
-int tiers__build(tiers *t, struct slice *s, proto_error *err);
+ * file holds them (without `use_cache`, a file is not looked for: it turned
+ * out bad); and writes its cache file from the host copy when there is
+ * none. */
+int tiers__build(tiers *t, struct slice *s, bool use_cache, proto_error *err);
 void tiers__write_cache(tiers *t, struct slice *s);
 
 /* prefetch.c: the mover thread, and the hints a slice leaves behind. */

@@ -287,12 +287,17 @@ bool filled(const shim_module *m) {
   return m->bound || m->host_blob.defined() || m->blob_bytes == 0;
 }
 
-// Gives a declared built-in its values: a new blob, filled from the weights
-// file or the seed, that the parameters are then re-pointed into. On
-// failure the module is as it was.
+// Gives a module its blob: for TorchScript, a copy of the values it was
+// loaded with; for a declared built-in, a new blob filled from the weights
+// file or the seed. The tensors are then re-pointed into it. On failure the
+// module is as it was.
 void fill(shim_module *m) {
   if (filled(m))
     return;
+  if (m->is_jit) {
+    pack_blob(m); // the loaded module's own values
+    return;
+  }
   at::Tensor blob = new_blob(m);
   if (!m->pending_weights.empty())
     load_weights(m, m->pending_weights, "config.weights", blob);
@@ -319,18 +324,18 @@ static int create(const char *constructor, const cJSON *config,
     if (m->constructor == "torchscript") {
       m->is_jit = true;
       m->jit = shim::build_torchscript(config, config_dir);
-      shim::pack_blob(m.get());
+      shim::plan_blob(m.get());
     } else if (shim::is_builtin(m->constructor)) {
       m->builtin = shim::build_builtin(m->constructor, config, config_dir,
                                        &m->pending_weights);
       shim::plan_blob(m.get());
-      if (!defer)
-        shim::fill(m.get());
     } else {
       shim::fail(SLY_E_BAD_REQUEST,
                  "constructor '%.64s': unknown (known: torchscript, linear, "
                  "mlp, transformer_encoder_layer)", constructor);
     }
+    if (!defer)
+      shim::fill(m.get());
     shim::move_to_device(m.get(), dev);
     *out = m.release();
     return 0;

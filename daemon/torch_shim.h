@@ -61,17 +61,18 @@ int shim_module_create(const char *constructor, const cJSON *config,
                        shim_module **out, char err[SHIM_ERROR_MAX]);
 void shim_module_free(shim_module *m);
 
-/* The same on "cpu", but a built-in gets no values yet: its parameters are
- * declared with their shapes (so the blob's layout is known) and nothing is
- * allocated, initialised or read until shim_module_fill, or until a bind
- * points them at values read from elsewhere (a restart that finds the
- * slice's cache file). TorchScript is loaded whole anyway. */
+/* The same on "cpu", but without a blob of values yet: the blob's layout is
+ * known, and nothing is copied into a blob until shim_module_fill, or until
+ * a bind points the tensors at values read from elsewhere (a restart that
+ * finds the slice's cache file). A built-in's parameters are only declared
+ * (no memory, no seed drawn, no weights file read); a TorchScript file is
+ * loaded whole, its values left where the loader put them. */
 int shim_module_create_deferred(const char *constructor, const cJSON *config,
                                 const char *config_dir, const char *device,
                                 shim_module **out, char err[SHIM_ERROR_MAX]);
-/* Gives a deferred built-in its values in a blob of its own: its weights
- * file read, or its seed's values (nothing when it has them already). Not
- * after shim_module_bind. Same codes as shim_module_create; on failure the
+/* Gives a deferred module its blob: a built-in's weights file read into it
+ * or its seed's values drawn, TorchScript's loaded values copied (nothing
+ * when it has one already). Not after shim_module_bind. Same codes as shim_module_create; on failure the
  * module is as it was. */
 int shim_module_fill(shim_module *m, char err[SHIM_ERROR_MAX]);
 /* 1 when the module's weights hold values: filled, or bound. shim_forward

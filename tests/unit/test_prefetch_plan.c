@@ -5,8 +5,10 @@
  * No daemon, no socket: each figure here is exact, not a timing. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
@@ -260,17 +262,23 @@ static void remove_dir(const char *dir) {
   rmdir(dir);
 }
 
-/* Flips one byte in the middle of the only cache file in `dir`. */
-static void corrupt_cache_file(const char *dir) {
+/* The only cache file in `dir`, opened with `flags`. */
+static int open_cache_file(const char *dir, int flags) {
   DIR *d = opendir(dir);
   cr_assert_not_null(d);
   struct dirent *e;
   int fd = -1;
   while (fd < 0 && (e = readdir(d)) != NULL)
     if (strstr(e->d_name, ".safetensors") != NULL)
-      fd = openat(dirfd(d), e->d_name, O_RDWR);
+      fd = openat(dirfd(d), e->d_name, flags);
   closedir(d);
   cr_assert_geq(fd, 0, "no cache file in %s", dir);
+  return fd;
+}
+
+/* Flips one byte in the middle of the only cache file in `dir`. */
+static void corrupt_cache_file(const char *dir) {
+  int fd = open_cache_file(dir, O_RDWR);
   off_t mid = lseek(fd, 0, SEEK_END) / 2;
   unsigned char b;
   cr_assert_eq(pread(fd, &b, 1, mid), 1);
@@ -339,6 +347,42 @@ Test(prefetch_plan, a_corrupt_file_does_not_leave_its_bytes_on_the_device) {
   cr_assert_not_null(p->dev);
   cr_expect_eq(memcmp(p->dev, orig, p->bytes), 0,
                "the device holds the corrupt file's bytes");
+  free(orig);
+  rig_close(&r);
+  remove_dir(dir);
+}
+
+/* Makes the only cache file in `dir` immutable (or not): even root cannot
+ * delete or replace it. False where the file system has no such flag. */
+static bool set_immutable(const char *dir, bool on) {
+  int fd = open_cache_file(dir, O_RDONLY);
+  int flags = 0;
+  bool ok = ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
+  flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+  ok = ok && ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+  close(fd);
+  return ok;
+}
+
+/* A corrupt file that cannot be deleted is read once, not over and over:
+ * the slice is built again without looking for its file, and served. */
+Test(prefetch_plan, a_bad_file_that_cannot_be_deleted_is_read_once) {
+  rig r;
+  char dir[64];
+  void *orig;
+  open_with_s0_on_disk(&r, dir, &orig);
+  corrupt_cache_file(dir);
+  if (!set_immutable(dir, true)) {
+    free(orig);
+    rig_close(&r);
+    remove_dir(dir);
+    cr_skip_test("no immutable files here (needs root and ext4 or alike)");
+  }
+  tier_place *p = &r.v[0]->place;
+  step(&r, 0);
+  cr_assert_not_null(p->dev);
+  cr_expect_eq(memcmp(p->dev, orig, p->bytes), 0);
+  cr_assert(set_immutable(dir, false));
   free(orig);
   rig_close(&r);
   remove_dir(dir);

@@ -458,6 +458,25 @@ Test(shim, a_deferred_build_gets_its_weights_only_when_filled_or_bound) {
   tensor_free(&w), tensor_free(&b);
 }
 
+/* TorchScript, deferred: loaded whole, but copied into a blob only when
+ * filled (a restart binds it to its cache file's bytes instead). */
+Test(shim, a_deferred_torchscript_gets_its_blob_only_when_filled) {
+  const char *cfg = "{\"path\": \"ts_embed.pt\"}";
+  shim_module *full = make_from("torchscript", cfg, false);
+  shim_module *def = make_from("torchscript", cfg, true);
+  uint64_t n = shim_module_blob_bytes(full);
+  cr_assert_gt(n, 0, "ts_embed has weights");
+  cr_assert_eq(shim_module_blob_bytes(def), n);
+  cr_assert_not(shim_module_filled(def));
+  cr_assert_null(shim_module_blob_data(def));
+  cr_assert_eq(shim_module_fill(def, err), 0, "%s", err);
+  cr_assert(shim_testing_views_in_blob(def), "not re-pointed into its blob");
+  cr_assert_eq(memcmp(shim_module_blob_data(full), shim_module_blob_data(def),
+                      n), 0, "filled, the blob differs from a full build");
+  shim_module_free(def);
+  shim_module_free(full);
+}
+
 /* A seeded built-in, deferred, draws its seed's values when filled: the
  * same bytes as a full build (so the same cache file), for every built-in. */
 Test(shim, a_deferred_seeded_build_fills_with_its_seeds_values) {
