@@ -266,8 +266,10 @@ static void disk_run(bool sim, int reps) {
            dd_b / BK_MIB, dd_s, dd_bw[i], ratio[i]);
     if (!sim)
       printf("           a bare O_DIRECT loop, one slice-sized buffer: %.0f MiB "
-             "in %.3f s (%.2f GB/s); ratio %.2f\n",
-             r_b / BK_MIB, r_s, r_b / r_s / 1e9, direct_ratio[i]);
+             "in %.3f s (%.2f GB/s); ratio %.2f (the daemon's reads alone "
+             "%.2f)\n",
+             r_b / BK_MIB, r_s, r_b / r_s / 1e9, direct_ratio[i],
+             s > 0 ? (b / s) / (r_b / r_s) : 0.0);
     if (sim)
       printf("           %.0f MiB of it copied on to the device as read; "
              "copy floor %.3f s at %.2f GB/s, read-then-copy would take "
