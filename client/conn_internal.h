@@ -23,6 +23,8 @@
 /* File descriptors one reply may carry: a forward names at most
  * PROTO_MAX_TENSORS outputs, so at most that many new server regions. */
 #define SLY__MAX_REPLY_FDS 16
+/* Body bytes read with a reply's header: most replies fit. */
+#define SLY__REPLY_FIRST_READ 4096
 
 /* A server region mapped here: outputs of forwards live in these. */
 typedef struct {

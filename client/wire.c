@@ -121,19 +121,19 @@ static bool take_fds(struct msghdr *msg, sly__reply *rep) {
   return fit;
 }
 
-/* Reads exactly `len` bytes, collecting fds into `rep`. Any failure kills the
- * connection. */
-static int recv_exact(sly_conn *c, void *buf, size_t len, sly__reply *rep,
-                      sly_error *err) {
-  size_t got = 0;
-  while (got < len) {
+/* Reads at least `min` and at most `max` bytes into buf, collecting fds into
+ * `rep`; *got says how many. Any failure kills the connection. */
+static int recv_upto(sly_conn *c, void *buf, size_t min, size_t max,
+                     size_t *got, sly__reply *rep, sly_error *err) {
+  *got = 0;
+  while (*got < min) {
     /* Room for one fd more than allowed, so that too many is seen as such
      * rather than as truncated control data. */
     union {
       struct cmsghdr align;
       char buf[CMSG_SPACE(sizeof(int) * (SLY__MAX_REPLY_FDS + 1))];
     } ctl;
-    struct iovec iov = {.iov_base = (char *)buf + got, .iov_len = len - got};
+    struct iovec iov = {.iov_base = (char *)buf + *got, .iov_len = max - *got};
     struct msghdr msg = {.msg_iov = &iov,
                          .msg_iovlen = 1,
                          .msg_control = ctl.buf,
@@ -157,22 +157,35 @@ static int recv_exact(sly_conn *c, void *buf, size_t len, sly__reply *rep,
       sly__conn_kill(c);
       return sly__fail(err, SLY_E_IO, "connection closed by slyced");
     }
-    got += (size_t)n;
+    *got += (size_t)n;
   }
   return 0;
 }
 
-/* Reads one reply frame: header, then exactly that many body bytes. */
+/* Reads one reply frame. One request is out at a time, so what the socket
+ * holds is this reply and nothing after it: the header comes with the
+ * start of the body in one recvmsg (all of a small reply, which most are),
+ * and only a larger one takes a second. Bytes past the frame mean the
+ * server sent what was not asked for. */
 static int recv_frame(sly_conn *c, sly__reply *rep, sly_error *err) {
-  uint8_t hdr[PROTO_HEADER_BYTES];
-  int rc = recv_exact(c, hdr, sizeof(hdr), rep, err);
+  uint8_t first[PROTO_HEADER_BYTES + SLY__REPLY_FIRST_READ];
+  size_t got;
+  int rc = recv_upto(c, first, PROTO_HEADER_BYTES, sizeof(first), &got, rep,
+                     err);
   if (rc < 0)
     return rc;
   uint32_t len;
   proto_error perr;
-  if (proto_frame_header_decode(hdr, PROTO_MAX_REPLY_BYTES, &len, &perr) < 0) {
+  if (proto_frame_header_decode(first, PROTO_MAX_REPLY_BYTES, &len, &perr) <
+      0) {
     sly__conn_kill(c);
     return sly__fail(err, SLY_E_PROTOCOL, "reply %s", perr.message);
+  }
+  size_t have = got - PROTO_HEADER_BYTES;
+  if (have > len) {
+    sly__conn_kill(c);
+    return sly__fail(err, SLY_E_PROTOCOL,
+                     "slyced sent %zu bytes past its reply", have - len);
   }
   char *body = malloc((size_t)len + 1);
   if (body == NULL) {
@@ -180,7 +193,9 @@ static int recv_frame(sly_conn *c, sly__reply *rep, sly_error *err) {
     return sly__fail(err, SLY_E_NO_MEMORY,
                      "out of memory reading a reply of %u bytes", len);
   }
-  rc = recv_exact(c, body, len, rep, err);
+  memcpy(body, first + PROTO_HEADER_BYTES, have);
+  size_t more;
+  rc = recv_upto(c, body + have, len - have, len - have, &more, rep, err);
   if (rc < 0) {
     free(body);
     return rc;

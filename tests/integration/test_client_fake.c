@@ -261,6 +261,77 @@ Test(client_fake, a_reply_cut_short_is_an_io_error, .timeout = 20) {
   sly_close(c);
 }
 
+/* A reply and, in the same write, a second frame nobody asked for. */
+static void script_extra_frame(fake *f) {
+  long long id = fake_expect(f, "list");
+  FCHECK(f, id >= 0, "no list");
+  char body[128], both[320];
+  int n = snprintf(body, sizeof(body),
+                   "{\"id\":%lld,\"ok\":true,\"slices\":[],\"pipelines\":[]}",
+                   id);
+  size_t k = 0;
+  for (int i = 0; i < 2; i++) {
+    uint8_t h[4] = {(uint8_t)n, 0, 0, 0};
+    memcpy(both + k, h, 4);
+    memcpy(both + k + 4, body, (size_t)n);
+    k += 4 + (size_t)n;
+  }
+  fake_send_raw(f, both, k);
+  fake_expect_eof(f);
+}
+
+Test(client_fake, bytes_past_the_reply_are_a_protocol_error, .timeout = 20) {
+  fake *f = fake_start(script_extra_frame, 0);
+  sly_conn *c = fake_connect(f);
+  sly_error err = {0};
+  sly_slice_list *l = NULL;
+  cr_assert(eq(int, sly_list(c, &l, &err), SLY_E_PROTOCOL));
+  cr_assert(strstr(err.message, "past its reply") != NULL, "%s", err.message);
+  fake_finish(f);
+  sly_close(c);
+}
+
+/* A reply larger than what libslyce reads with its header (4 KiB), sent in
+ * three writes that split the header itself. */
+#define BIG_PAD (12u << 10)
+static void script_big_reply(fake *f) {
+  long long id = fake_expect(f, "list");
+  FCHECK(f, id >= 0, "no list");
+  size_t pad = BIG_PAD;
+  char *body = malloc(pad + 128);
+  FCHECK(f, body != NULL, "out of memory");
+  int n = snprintf(body, 128, "{\"id\":%lld,\"ok\":true,\"pad\":\"", id);
+  memset(body + n, 'x', pad);
+  n += (int)pad;
+  n += snprintf(body + n, 16, "\"}");
+  uint8_t h[4] = {(uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), 0};
+  fake_send_raw(f, h, 2);
+  usleep(20 * 1000);
+  fake_send_raw(f, h + 2, 2);
+  fake_send_raw(f, body, (size_t)n);
+  free(body);
+  fake_expect_eof(f);
+}
+
+Test(client_fake, a_reply_larger_than_the_first_read_arrives_whole,
+     .timeout = 20) {
+  fake *f = fake_start(script_big_reply, 0);
+  sly_conn *c = fake_connect(f);
+  sly_error err = {0};
+  char *reply = NULL;
+  cr_assert(eq(int, sly_request_json(c, "{\"op\":\"list\"}", &reply, &err),
+               0), "%s", err.message);
+  cJSON *r = cJSON_Parse(reply);
+  cr_assert(r != NULL);
+  const cJSON *pad = cJSON_GetObjectItemCaseSensitive(r, "pad");
+  cr_assert(cJSON_IsString(pad) &&
+            strlen(pad->valuestring) == BIG_PAD);
+  cJSON_Delete(r);
+  free(reply);
+  sly_close(c);
+  fake_finish(f);
+}
+
 static void script_close_at_once(fake *f) { (void)f; }
 
 Test(client_fake, sending_to_a_closed_server_is_an_io_error_not_sigpipe,
