@@ -184,6 +184,10 @@ int device_fence_wait(device *d, void *fence, char err[DEVICE_ERROR_MAX]) {
   return d->sim || fence == NULL ? 0 : device__cuda_fence_wait(d, fence, err);
 }
 
+int device_fence_sync(device *d, void *fence, char err[DEVICE_ERROR_MAX]) {
+  return d->sim || fence == NULL ? 0 : device__cuda_fence_sync(d, fence, err);
+}
+
 void device_fence_free(device *d, void *fence) {
   if (!d->sim && fence != NULL)
     device__cuda_fence_free(d, fence);

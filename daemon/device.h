@@ -79,6 +79,10 @@ int device_copy_finish(device *d, device_copy_batch *b,
  * sim computes synchronously: both do nothing there. */
 int device_fence_mark(device *d, void **fence, char err[DEVICE_ERROR_MAX]);
 int device_fence_wait(device *d, void *fence, char err[DEVICE_ERROR_MAX]);
+/* Blocks the calling thread until what came before the fence is done: for a
+ * block about to be freed, which CUDA does not promise to wait for (cudaFree
+ * "may" synchronize). Accepts a NULL fence. */
+int device_fence_sync(device *d, void *fence, char err[DEVICE_ERROR_MAX]);
 void device_fence_free(device *d, void *fence);
 /* Whether the device is lost: a sticky error (CUDA's, after a device-side
  * assert or an Xid, or an injected one) that fails every later call. With

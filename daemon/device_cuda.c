@@ -199,6 +199,17 @@ int device__cuda_fence_wait(device *d, void *fence,
   return 0;
 }
 
+int device__cuda_fence_sync(device *d, void *fence,
+                            char err[DEVICE_ERROR_MAX]) {
+  int r = device__cuda_enter(d, err);
+  if (r < 0)
+    return r;
+  cudaError_t e = cudaEventSynchronize((cudaEvent_t)fence);
+  if (e != cudaSuccess)
+    return device__cuda_error(d, e, "cudaEventSynchronize", err);
+  return 0;
+}
+
 void device__cuda_fence_free(device *d, void *fence) {
   if (device__cuda_enter(d, NULL) < 0)
     return;
@@ -212,7 +223,13 @@ void device__cuda_probe(device *d) {
   /* Any call returns a sticky error; a query of our own stream is cheap and
    * never waits. */
   cudaError_t e = cudaStreamQuery((cudaStream_t)d->stream);
-  if (e != cudaSuccess && e != cudaErrorNotReady)
+  if (e == cudaErrorNotReady)
+    /* Not an error, but the runtime keeps it as this thread's last one, and
+     * libtorch checks cudaGetLastError after each kernel it launches: the
+     * next forward would fail "device not ready" (PyTorch's CUDAEvent::query
+     * clears it the same way). */
+    (void)cudaGetLastError();
+  else if (e != cudaSuccess)
     device__cuda_error(d, e, "cudaStreamQuery", NULL);
 }
 
@@ -274,6 +291,12 @@ int device__cuda_fence_mark(device *d, void **fence,
 }
 
 int device__cuda_fence_wait(device *d, void *fence,
+                            char err[DEVICE_ERROR_MAX]) {
+  (void)fence;
+  return device__cuda_open(d, err);
+}
+
+int device__cuda_fence_sync(device *d, void *fence,
                             char err[DEVICE_ERROR_MAX]) {
   (void)fence;
   return device__cuda_open(d, err);

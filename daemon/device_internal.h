@@ -57,6 +57,8 @@ int device__cuda_fence_mark(device *d, void **fence,
                             char err[DEVICE_ERROR_MAX]);
 int device__cuda_fence_wait(device *d, void *fence,
                             char err[DEVICE_ERROR_MAX]);
+int device__cuda_fence_sync(device *d, void *fence,
+                            char err[DEVICE_ERROR_MAX]);
 void device__cuda_fence_free(device *d, void *fence);
 int device__cuda_open(device *d, char err[DEVICE_ERROR_MAX]);
 void device__cuda_close(device *d);

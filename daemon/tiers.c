@@ -156,11 +156,17 @@ static void untrack(tiers *t, slice *s) {
     }
 }
 
-/* Gives a block back to the allocator of its tier. Accepts a NULL block. */
+/* Gives a block back to the allocator of its tier. Accepts a NULL block.
+ * A device block may still be read by the kernels of the forward that used
+ * it last (a pipeline releases a slice once its kernels are queued); the
+ * wait costs nothing where cudaFree waits for the device anyway, and a lost
+ * device is recorded where it is found. */
 static void free_spare(tiers *t, int tier, const tiers_spare *sp) {
-  if (tier == TIER_GPU)
+  if (tier == TIER_GPU) {
+    char msg[DEVICE_ERROR_MAX];
+    (void)device_fence_sync(t->dev, sp->fence, msg);
     device_free(t->dev, sp->p, sp->bytes);
-  else
+  } else
     hostmem_free(sp->p, sp->bytes, sp->pinned);
 }
 
@@ -188,8 +194,8 @@ static tiers_spare take_spare(tiers *t, tiers_spares *sp, int tier,
   for (size_t i = 0; i < sp->n; i++) {
     char msg[DEVICE_ERROR_MAX];
     /* A copy into a device block must wait for the kernels that read it
-     * last; where that cannot be ordered, cudaFree (which waits for them
-     * all) is safe. */
+     * last; where that cannot be ordered, the block is freed, which waits
+     * for them (free_spare). */
     if (hit.p == NULL && sp->v[i].bytes == bytes &&
         (tier != TIER_GPU ||
          device_fence_wait(t->dev, sp->v[i].fence, msg) == 0)) {

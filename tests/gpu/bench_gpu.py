@@ -33,9 +33,11 @@ warm-up forward. Results go to --out as bench.md (a table) and bench.json.
 machine without a GPU: every path runs, the figures mean nothing.
 """
 import argparse
+import ctypes
 import json
 import os
 import shutil
+import signal
 import statistics
 import struct
 import subprocess
@@ -111,6 +113,13 @@ def layer_bytes(layer):
 
 # ---- slyced ----------------------------------------------------------------
 
+def die_with_parent():
+    """In the forked child: SIGKILL when this script dies, so that a run.sh
+    step limit that kills the script does not leave a daemon holding GPU
+    memory for the steps after it (PR_SET_PDEATHSIG is 1)."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+
+
 def slice_entry(a, i, path):
     return {"name": f"l{i}", "constructor": "transformer_encoder_layer",
             "config": {"d_model": a.d_model, "nhead": a.nhead,
@@ -141,7 +150,7 @@ class Slyced:
         self.proc = subprocess.Popen([a.slyced, "-c", self.config],
                                      stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(self.dir, "stderr.log"), "w"),
-                                     env=env)
+                                     env=env, preexec_fn=die_with_parent)
         for _ in range(600):
             if os.path.exists(self.sock) and self.ctl("status", check=False).returncode == 0:
                 return

@@ -480,6 +480,64 @@ Test(cuda_gpu, a_batch_of_chunk_copies_fills_the_block) {
 #endif
 }
 
+#ifdef SLY_HAVE_CUDA
+/* A pinned buffer of `n` bytes and a device block, and a copy between them
+ * started on the legacy default stream (libtorch's): about 5 ms at PCIe
+ * speed, long enough to be still running when the test looks. */
+static void start_long_copy(device *d, uint64_t n, void **host, void **dev) {
+  cr_assert_eq(cudaMallocHost(host, n), cudaSuccess);
+  memset(*host, 0x5a, n);
+  *dev = alloc_ok(d, n);
+  cr_assert_eq(cudaMemcpyAsync(*dev, *host, n, cudaMemcpyHostToDevice, 0),
+               cudaSuccess);
+}
+#endif
+
+/* A probe while a copy runs on the copy stream: cudaStreamQuery answers
+ * "not ready", which must not stay behind as the thread's last error, where
+ * libtorch's next kernel launch check would find it. */
+Test(cuda_gpu, a_probe_during_a_copy_leaves_no_error_behind) {
+  NEED_GPU();
+#ifdef SLY_HAVE_CUDA
+  const uint64_t n = 256 * MiB;
+  device *d = open_gpu(2 * n);
+  uint8_t *src = NULL;
+  cr_assert_eq(cudaMallocHost((void **)&src, n), cudaSuccess);
+  memset(src, 7, n);
+  uint8_t *p = alloc_ok(d, n);
+  device_copy_batch b = {0};
+  cr_assert_eq(device_copy_start(d, &b, p, src, n, err), 0, "%s", err);
+  cr_assert_not(device_lost(d, true), "a copy in flight is not a lost device");
+  cr_assert_eq(cudaGetLastError(), cudaSuccess,
+               "the probe left an error behind");
+  cr_assert_eq(device_copy_finish(d, &b, err), 0, "%s", err);
+  device_free(d, p, n);
+  device_close(d);
+  cudaFreeHost(src);
+#endif
+}
+
+/* device_fence_sync returns once the work before the fence is done. */
+Test(cuda_gpu, a_fence_sync_waits_for_the_work_before_the_fence) {
+  NEED_GPU();
+#ifdef SLY_HAVE_CUDA
+  const uint64_t n = 256 * MiB;
+  device *d = open_gpu(2 * n);
+  void *host, *dev, *fence = NULL;
+  cr_assert_eq(device_fence_sync(d, NULL, err), 0, "a NULL fence: %s", err);
+  start_long_copy(d, n, &host, &dev);
+  cr_assert_eq(device_fence_mark(d, &fence, err), 0, "%s", err);
+  cr_assert_eq(device_fence_sync(d, fence, err), 0, "%s", err);
+  cr_assert_eq(cudaEventQuery((cudaEvent_t)fence), cudaSuccess,
+               "the fence is passed once the sync returns");
+  cr_assert_eq(cudaStreamQuery(0), cudaSuccess, "the copy is done");
+  device_fence_free(d, fence);
+  device_free(d, dev, n);
+  device_close(d);
+  cudaFreeHost(host);
+#endif
+}
+
 Test(cuda_gpu, a_device_out_of_memory_is_no_memory_and_the_device_lives_on) {
   NEED_GPU();
 #ifdef SLY_HAVE_CUDA
