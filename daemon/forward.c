@@ -167,6 +167,10 @@ static void run_job(fwd_job *j) {
       tiers_release(t, j->slices[0]);
     return;
   }
+  for (size_t i = 0; i < j->n_inputs; i++)
+    region_pin(j->inputs[i].ctx); /* forward_submit: a region each */
+  if (j->out_region != NULL)
+    region_pin(j->out_region);
   shim_values *cur;
   j->code = shim_values_from_inputs(j->inputs, j->n_inputs, &cur, msg);
   j->n_inputs = 0; /* the shim releases them from here on */

@@ -62,10 +62,19 @@ int region_map_client(int fd, uint64_t max_bytes, region **out,
   r->base = base;
   r->bytes = (uint64_t)st.st_size;
   r->writable = writable;
-  r->registered = hostmem_register_region(base, r->bytes, !writable);
+  atomic_init(&r->pin, REGION_PIN_NOT_TRIED);
   atomic_init(&r->refs, 1);
   *out = r;
   return 0;
+}
+
+void region_pin(region *r) {
+  int was = REGION_PIN_NOT_TRIED;
+  if (atomic_load_explicit(&r->pin, memory_order_relaxed) != was ||
+      !atomic_compare_exchange_strong(&r->pin, &was, REGION_PIN_TRYING))
+    return;
+  bool yes = hostmem_register_region(r->base, r->bytes, !r->writable);
+  atomic_store(&r->pin, yes ? REGION_PIN_YES : REGION_PIN_NO);
 }
 
 void region_ref(region *r) { atomic_fetch_add(&r->refs, 1); }
@@ -73,7 +82,9 @@ void region_ref(region *r) { atomic_fetch_add(&r->refs, 1); }
 void region_unref(region *r) {
   if (r == NULL || atomic_fetch_sub(&r->refs, 1) != 1)
     return;
-  hostmem_unregister_region(r->base, r->bytes, r->registered);
+  /* The last reference: no forward holds it, so no registration runs. */
+  hostmem_unregister_region(r->base, r->bytes,
+                            atomic_load(&r->pin) == REGION_PIN_YES);
   munmap(r->base, (size_t)r->bytes);
   free(r);
 }

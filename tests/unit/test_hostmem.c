@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@
 
 #include "hostmem.h"
 #include "log.h"
+#include "region.h"
 
 static char tmp[PATH_MAX];
 static char logfile[PATH_MAX + 16];
@@ -296,4 +298,30 @@ Test(hostmem, regions_register_within_the_limit_or_not_at_all) {
                 "nothing");
   munmap(a, n);
   munmap(b, n);
+}
+
+/* A client region is registered by the forward that first uses it (on the
+ * executor), never by map_region on the loop thread, and only once. */
+Test(hostmem, a_client_region_registers_at_its_first_use_not_when_mapped) {
+  hostmem_init(true, HOSTMEM_REGISTER);
+  hostmem_set_region_limit(UINT64_C(1) << 30);
+  const uint64_t n = 1 << 20, want = gpu_present() ? n : 0;
+  int fd = memfd_create("region", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  cr_assert(fd >= 0 && ftruncate(fd, (off_t)n) == 0 &&
+            fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0);
+  region *r = NULL;
+  proto_error e;
+  cr_assert_eq(region_map_client(fd, UINT64_C(1) << 30, &r, &e), 0, "%s",
+               e.message);
+  close(fd);
+  cr_assert_eq(hostmem_registered_bytes(), 0, "map_region registered it");
+  cr_assert_eq(atomic_load(&r->pin), REGION_PIN_NOT_TRIED);
+  region_pin(r);
+  cr_assert_eq(atomic_load(&r->pin),
+               gpu_present() ? REGION_PIN_YES : REGION_PIN_NO);
+  cr_assert_eq(hostmem_registered_bytes(), want);
+  region_pin(r);
+  cr_assert_eq(hostmem_registered_bytes(), want, "registered twice");
+  region_unref(r);
+  cr_assert_eq(hostmem_registered_bytes(), 0, "the last reference keeps it");
 }
