@@ -19,7 +19,7 @@ static fault faults__table[FAULT_N];
 static atomic_bool faults__any;
 
 static const char *const faults__names[FAULT_N] = {
-    "disk_write", "disk_read", "device_alloc", "device_lost"};
+    "disk_write", "disk_read", "device_alloc", "device_lost", "forward_oom"};
 
 static int faults__errno(const char *s) {
   static const struct {

@@ -15,6 +15,8 @@
  *   disk_read=ERR[:N|*][@K]   the same for cache file reads
  *   device_alloc=N[@K]    N device allocations fail as if full, after K
  *                         (default 0) that succeed
+ *   forward_oom=N[@K]     N slice forwards fail as libtorch's do when the
+ *                         device has no room for their activations, after K
  *   device_lost=N         the N-th copy to the device (N >= 1) finds it lost:
  *                         a sticky error, as CUDA reports after a device-side
  *                         assert; every later device call fails too
@@ -30,6 +32,7 @@ typedef enum {
   FAULT_DISK_READ,
   FAULT_DEVICE_ALLOC,
   FAULT_DEVICE_LOST,
+  FAULT_FORWARD_OOM,
   FAULT_N
 } fault_point;
 

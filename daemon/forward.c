@@ -1,12 +1,14 @@
 /* forward.c — forward and load jobs on the executor. */
 #include "forward.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
 #include "dispatch.h"
 #include "executor.h"
+#include "faults.h"
 #include "log.h"
 #include "outpool.h"
 #include "reply.h"
@@ -154,6 +156,30 @@ static void tier_run(fwd_job *j) {
   }
 }
 
+/* Runs `s` on `cur`. A forward that finds no device memory for its
+ * activations (libtorch has emptied its cache and retried by then) gets
+ * room as DESIGN.md says, evict and retry: one GPU copy no one is using goes
+ * per retry. The forward is pure, so running it again is safe. */
+#define FORWARD_OOM_RETRIES 8
+static int compute(fwd_job *j, slice *s, shim_values *cur, shim_values **next,
+                   char msg[SHIM_ERROR_MAX]) {
+  tiers *t = &j->c->sd->tiers;
+  for (int i = 0;; i++) {
+    int rc;
+    if (faults_take(FAULT_FORWARD_OOM)) {
+      snprintf(msg, SHIM_ERROR_MAX,
+               "out of device memory for activations (injected failure)");
+      rc = SLY_E_NO_MEMORY;
+    } else {
+      rc = shim_forward(s->module, cur, next, msg);
+    }
+    if (rc != SLY_E_NO_MEMORY || i == FORWARD_OOM_RETRIES ||
+        tiers_evict_for_compute(t, s) < 0)
+      return rc;
+    log_info("slice %s: %s; retrying after an eviction", s->name, msg);
+  }
+}
+
 static void run_job(fwd_job *j) {
   char msg[SHIM_ERROR_MAX];
   if (j->tier_op) {
@@ -186,7 +212,7 @@ static void run_job(fwd_job *j) {
       break;
     uint64_t t0 = conn_now_us();
     shim_values *next;
-    j->code = shim_forward(s->module, cur, &next, msg);
+    j->code = compute(j, s, cur, &next, msg);
     j->compute_us += conn_now_us() - t0;
     tiers_release(t, s);
     shim_values_free(cur);

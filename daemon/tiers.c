@@ -458,6 +458,12 @@ static int reserve_dev(tiers *t, slice *s, int room, void **out,
     rc = device_alloc(t->dev, p->bytes, &d, msg);
     if (rc == 0)
       break;
+    /* The device may be full of libtorch's cached activation blocks, which
+     * slyced's budget does not see: those go back first, once. */
+    if (rc == SLY_E_NO_MEMORY && i == 0 && !device_is_sim(t->dev)) {
+      shim_cuda_release_cached();
+      continue;
+    }
     if (rc != SLY_E_NO_MEMORY || i == TIERS_ALLOC_RETRIES ||
         tiers__evict_one_gpu(t, s) < 0) {
       proto_fail(err, rc, "slice '%s': %s", s->name, msg);
@@ -676,6 +682,15 @@ int tiers_load(tiers *t, slice *s, int tier, proto_error *err) {
   op_begin(t, s);
   int rc = load_locked(t, s, tier, err);
   op_end(t, s);
+  return rc;
+}
+
+int tiers_evict_for_compute(tiers *t, slice *keep) {
+  if (tiers__compute_tier(t) != TIER_GPU)
+    return -1;
+  pthread_mutex_lock(&t->mu);
+  int rc = tiers__evict_one_gpu(t, keep);
+  pthread_mutex_unlock(&t->mu);
   return rc;
 }
 

@@ -132,6 +132,12 @@ void tiers_close(tiers *t);
 int tiers_acquire(tiers *t, struct slice *s, proto_error *err);
 void tiers_release(tiers *t, struct slice *s);
 
+/* For a forward that found no device memory for its activations: drops the
+ * GPU copy of one slice that is not in use (nor `keep`, nor pinned there,
+ * nor needed next), as the eviction policy picks. 0, or -1 when there is
+ * no GPU tier or nothing to drop. */
+int tiers_evict_for_compute(tiers *t, struct slice *keep);
+
 /* The ops: load brings `s` up to tier (gpu, cpu, disk); evict leaves it at
  * most at tier; pin keeps it at least at tier (loading it there); unpin. */
 int tiers_load(tiers *t, struct slice *s, int tier, proto_error *err);

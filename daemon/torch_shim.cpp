@@ -273,6 +273,17 @@ extern "C" int shim_cuda_allocator_stats(int index, shim_allocator_stats *out) {
 #endif
 }
 
+extern "C" void shim_cuda_release_cached(void) {
+#ifdef SLY_HAVE_CUDA
+  try {
+    if (at::hasCUDA())
+      c10::cuda::CUDACachingAllocator::emptyCache();
+  } catch (...) {
+    /* Nothing released: the caller's retry fails as before. */
+  }
+#endif
+}
+
 extern "C" const char *const *shim_constructors(void) {
   static const char *const names[] = {"torchscript", "linear", "mlp",
                                       "transformer_encoder_layer", nullptr};

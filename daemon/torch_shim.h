@@ -43,6 +43,10 @@ typedef struct {
   uint64_t allocated, peak_allocated, reserved;
 } shim_allocator_stats;
 int shim_cuda_allocator_stats(int index, shim_allocator_stats *out);
+/* Gives the blocks libtorch's CUDA caching allocator holds and no tensor
+ * uses back to the device, for an allocation of the tiers' own that failed.
+ * Synchronizes the device; does nothing without CUDA. Thread-safe. */
+void shim_cuda_release_cached(void);
 /* The constructors shim_module_create knows, NULL-terminated. */
 const char *const *shim_constructors(void);
 

@@ -191,6 +191,54 @@ Test(faults, a_device_allocation_failure_evicts_and_retries) {
   free(ref);
 }
 
+/* libtorch out of device memory during a forward (injected): a GPU copy no
+ * one uses is evicted and the forward runs again, with the right output. */
+Test(faults, a_forward_out_of_device_memory_evicts_and_retries) {
+  if (tk_on_cuda())
+    cr_skip("sim only: the injected failure needs no GPU");
+  tk_model m;
+  two_slices(&m);
+  tk_ref *ref = tk_reference(&m);
+  /* The second forward fails once: f1's, while f0 is on the device. */
+  td *d = start_sim(&m, "forward_oom=1@1");
+  tk_client k;
+  tk_open(&k, d);
+  tk_forward_check(&k, "f0", NULL, ref->slice[0], "f0");
+  tk_forward_check(&k, "f1", NULL, ref->slice[1], "f1 after its forward "
+                   "found no memory");
+  tk_stats st;
+  tk_stats_settled(k.c, &st);
+  cr_assert_eq(st.ev_failed, 1, "%llu evictions for failed allocations",
+               (unsigned long long)st.ev_failed);
+  tk_entry e;
+  tk_where(k.c, "f0", &e);
+  cr_assert_str_neq(e.tier, "gpu", "f0 stayed on the device");
+  tk_close(&k);
+  td_stop(d);
+  free(ref);
+}
+
+/* With nothing to evict, the failure reaches the client as NO_MEMORY and the
+ * daemon serves the next request. */
+Test(faults, a_forward_out_of_device_memory_with_nothing_to_evict_is_no_memory) {
+  if (tk_on_cuda())
+    cr_skip("sim only: the injected failure needs no GPU");
+  tk_model m;
+  two_slices(&m);
+  tk_ref *ref = tk_reference(&m);
+  td *d = start_sim(&m, "forward_oom=1");
+  tk_client k;
+  tk_open(&k, d);
+  sly_error err;
+  int rc = tk_try_forward(&k, "f0", NULL, NULL, &err);
+  cr_assert_eq(rc, SLY_E_NO_MEMORY, "%d %s", rc, rc ? err.message : "");
+  cr_assert(strstr(err.message, "f0") != NULL, "%s", err.message);
+  tk_forward_check(&k, "f0", NULL, ref->slice[0], "f0 after the failure");
+  tk_close(&k);
+  td_stop(d);
+  free(ref);
+}
+
 Test(faults, a_lost_device_fails_in_flight_and_exits_1) {
   if (tk_on_cuda())
     cr_skip("sim only: a real GPU cannot be lost on purpose here");

@@ -36,7 +36,11 @@ Test(faults, disk_errors_fire_as_many_times_as_asked) {
 }
 
 Test(faults, star_fires_every_time_and_at_skips_first) {
-  arm("disk_read=EROFS:*@2,device_alloc=1@1");
+  arm("disk_read=EROFS:*@2,device_alloc=1@1,forward_oom=2@1");
+  cr_assert_eq(faults_take(FAULT_FORWARD_OOM), 0);
+  cr_assert_eq(faults_take(FAULT_FORWARD_OOM), 1);
+  cr_assert_eq(faults_take(FAULT_FORWARD_OOM), 1);
+  cr_assert_eq(faults_take(FAULT_FORWARD_OOM), 0);
   cr_assert_eq(faults_take(FAULT_DISK_READ), 0);
   cr_assert_eq(faults_take(FAULT_DISK_READ), 0);
   for (int i = 0; i < 100; i++)
