@@ -268,7 +268,9 @@ fi
 gpu_bench() {
   local small=()
   [ "$mode" = gpu ] || small=(--small)
-  timeout --kill-after=10 "$(step_limit)" "${with_sysroot[@]}" "$PYTHON" tests/gpu/bench_gpu.py "${small[@]}" \
+  # Unbuffered: a run cut short still shows how far each phase got.
+  PYTHONUNBUFFERED=1 timeout --kill-after=10 "$(step_limit)" "${with_sysroot[@]}" \
+    "$PYTHON" tests/gpu/bench_gpu.py "${small[@]}" \
     --slyced "$root/$BUILD/slyced" --slyctl "$root/$BUILD/slyctl" --out "$results/bench-gpu"
 }
 if out_of_time gpu-bench; then :
