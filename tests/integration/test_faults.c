@@ -166,18 +166,19 @@ Test(faults, a_read_error_fails_the_request_and_keeps_the_file) {
   free(ref);
 }
 
-Test(faults, a_device_allocation_failure_evicts_and_retries) {
-  if (tk_on_cuda())
-    cr_skip("sim only: the injected allocation failure needs no GPU");
+/* Two slices that both fit on a sim GPU tier; `faults` makes the second
+ * slice's first try fail for want of device memory while the first is on
+ * the device: the first is evicted (evictions.failed) and the second's
+ * forward answers right. */
+static void evicts_and_retries(const char *faults, const char *what) {
   tk_model m;
   two_slices(&m);
   tk_ref *ref = tk_reference(&m);
-  /* The second allocation fails: f1's, while f0 is on the device. */
-  td *d = start_sim(&m, "device_alloc=1@1");
+  td *d = start_sim(&m, faults);
   tk_client k;
   tk_open(&k, d);
   tk_forward_check(&k, "f0", NULL, ref->slice[0], "f0");
-  tk_forward_check(&k, "f1", NULL, ref->slice[1], "f1 after a failed alloc");
+  tk_forward_check(&k, "f1", NULL, ref->slice[1], what);
   tk_stats st;
   tk_stats_settled(k.c, &st);
   cr_assert_eq(st.ev_failed, 1, "%llu evictions for failed allocations",
@@ -191,31 +192,21 @@ Test(faults, a_device_allocation_failure_evicts_and_retries) {
   free(ref);
 }
 
+Test(faults, a_device_allocation_failure_evicts_and_retries) {
+  if (tk_on_cuda())
+    cr_skip("sim only: the injected allocation failure needs no GPU");
+  /* The second allocation fails: f1's. */
+  evicts_and_retries("device_alloc=1@1", "f1 after a failed alloc");
+}
+
 /* libtorch out of device memory during a forward (injected): a GPU copy no
- * one uses is evicted and the forward runs again, with the right output. */
+ * one uses is evicted and the forward runs again. */
 Test(faults, a_forward_out_of_device_memory_evicts_and_retries) {
   if (tk_on_cuda())
     cr_skip("sim only: the injected failure needs no GPU");
-  tk_model m;
-  two_slices(&m);
-  tk_ref *ref = tk_reference(&m);
-  /* The second forward fails once: f1's, while f0 is on the device. */
-  td *d = start_sim(&m, "forward_oom=1@1");
-  tk_client k;
-  tk_open(&k, d);
-  tk_forward_check(&k, "f0", NULL, ref->slice[0], "f0");
-  tk_forward_check(&k, "f1", NULL, ref->slice[1], "f1 after its forward "
-                   "found no memory");
-  tk_stats st;
-  tk_stats_settled(k.c, &st);
-  cr_assert_eq(st.ev_failed, 1, "%llu evictions for failed allocations",
-               (unsigned long long)st.ev_failed);
-  tk_entry e;
-  tk_where(k.c, "f0", &e);
-  cr_assert_str_neq(e.tier, "gpu", "f0 stayed on the device");
-  tk_close(&k);
-  td_stop(d);
-  free(ref);
+  /* The second forward fails once: f1's. */
+  evicts_and_retries("forward_oom=1@1", "f1 after its forward found no "
+                     "memory");
 }
 
 /* With nothing to evict, the failure reaches the client as NO_MEMORY and the

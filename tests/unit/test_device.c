@@ -484,9 +484,15 @@ Test(cuda_gpu, a_batch_of_chunk_copies_fills_the_block) {
 /* A pinned buffer of `n` bytes and a device block, and a copy between them
  * started on the legacy default stream (libtorch's): about 5 ms at PCIe
  * speed, long enough to be still running when the test looks. */
+static void *pinned(uint64_t n) {
+  void *p = NULL;
+  cr_assert_eq(cudaMallocHost(&p, n), cudaSuccess);
+  memset(p, 0x5a, n);
+  return p;
+}
+
 static void start_long_copy(device *d, uint64_t n, void **host, void **dev) {
-  cr_assert_eq(cudaMallocHost(host, n), cudaSuccess);
-  memset(*host, 0x5a, n);
+  *host = pinned(n);
   *dev = alloc_ok(d, n);
   cr_assert_eq(cudaMemcpyAsync(*dev, *host, n, cudaMemcpyHostToDevice, 0),
                cudaSuccess);
@@ -501,10 +507,7 @@ Test(cuda_gpu, a_probe_during_a_copy_leaves_no_error_behind) {
 #ifdef SLY_HAVE_CUDA
   const uint64_t n = 256 * MiB;
   device *d = open_gpu(2 * n);
-  uint8_t *src = NULL;
-  cr_assert_eq(cudaMallocHost((void **)&src, n), cudaSuccess);
-  memset(src, 7, n);
-  uint8_t *p = alloc_ok(d, n);
+  void *src = pinned(n), *p = alloc_ok(d, n);
   device_copy_batch b = {0};
   cr_assert_eq(device_copy_start(d, &b, p, src, n, err), 0, "%s", err);
   cr_assert_not(device_lost(d, true), "a copy in flight is not a lost device");
