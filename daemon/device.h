@@ -84,6 +84,19 @@ int device_fence_wait(device *d, void *fence, char err[DEVICE_ERROR_MAX]);
  * "may" synchronize). Accepts a NULL fence. */
 int device_fence_sync(device *d, void *fence, char err[DEVICE_ERROR_MAX]);
 void device_fence_free(device *d, void *fence);
+/* The device time of the work queued between device_span_begin and
+ * device_span_end on libtorch's stream: its kernels run after shim_forward
+ * returns, so the host's clock counts only their launches. cuda: two timing
+ * events on the legacy default stream; device_span_take_us waits for the
+ * second, so call it once that work is done (after the outputs are copied
+ * out), and it frees the span. sim computes synchronously: host time.
+ * begin returns NULL when it cannot time (out of memory, a CUDA error): the
+ * caller times on the host then; end and take accept NULL (take: 0). */
+typedef struct device_span device_span;
+device_span *device_span_begin(device *d);
+void device_span_end(device *d, device_span *s);
+uint64_t device_span_take_us(device *d, device_span *s);
+
 /* Whether the device is lost: a sticky error (CUDA's, after a device-side
  * assert or an Xid, or an injected one) that fails every later call. With
  * `probe`, CUDA's context is asked (a few microseconds), which also catches

@@ -199,6 +199,57 @@ int device__cuda_fence_wait(device *d, void *fence,
   return 0;
 }
 
+typedef struct {
+  cudaEvent_t start, end;
+} device__cuda_span;
+
+void *device__cuda_span_begin(device *d) {
+  if (device__cuda_enter(d, NULL) < 0)
+    return NULL;
+  device__cuda_span *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return NULL;
+  if (cudaEventCreate(&s->start) != cudaSuccess ||
+      cudaEventCreate(&s->end) != cudaSuccess ||
+      cudaEventRecord(s->start, 0) != cudaSuccess) {
+    (void)cudaGetLastError(); /* a sticky error stays, for the forward */
+    if (s->start != NULL)
+      (void)cudaEventDestroy(s->start);
+    if (s->end != NULL)
+      (void)cudaEventDestroy(s->end);
+    free(s);
+    return NULL;
+  }
+  return s;
+}
+
+void device__cuda_span_end(device *d, void *span) {
+  device__cuda_span *s = span;
+  if (device__cuda_enter(d, NULL) < 0 ||
+      cudaEventRecord(s->end, 0) != cudaSuccess) {
+    (void)cudaGetLastError();
+    /* Never recorded: take reads 0 instead of waiting. */
+    (void)cudaEventDestroy(s->end);
+    s->end = NULL;
+  }
+}
+
+uint64_t device__cuda_span_take_us(device *d, void *span) {
+  device__cuda_span *s = span;
+  float ms = 0;
+  if (s->end != NULL && device__cuda_enter(d, NULL) == 0 &&
+      (cudaEventSynchronize(s->end) != cudaSuccess ||
+       cudaEventElapsedTime(&ms, s->start, s->end) != cudaSuccess)) {
+    (void)cudaGetLastError();
+    ms = 0;
+  }
+  (void)cudaEventDestroy(s->start);
+  if (s->end != NULL)
+    (void)cudaEventDestroy(s->end);
+  free(s);
+  return ms > 0 ? (uint64_t)((double)ms * 1000.0) : 0;
+}
+
 int device__cuda_fence_sync(device *d, void *fence,
                             char err[DEVICE_ERROR_MAX]) {
   int r = device__cuda_enter(d, err);
@@ -294,6 +345,22 @@ int device__cuda_fence_wait(device *d, void *fence,
                             char err[DEVICE_ERROR_MAX]) {
   (void)fence;
   return device__cuda_open(d, err);
+}
+
+void *device__cuda_span_begin(device *d) {
+  (void)d;
+  return NULL;
+}
+
+void device__cuda_span_end(device *d, void *span) {
+  (void)d;
+  (void)span;
+}
+
+uint64_t device__cuda_span_take_us(device *d, void *span) {
+  (void)d;
+  (void)span;
+  return 0;
 }
 
 int device__cuda_fence_sync(device *d, void *fence,

@@ -57,6 +57,12 @@ int device__cuda_fence_mark(device *d, void **fence,
                             char err[DEVICE_ERROR_MAX]);
 int device__cuda_fence_wait(device *d, void *fence,
                             char err[DEVICE_ERROR_MAX]);
+/* A pair of timing events, the first recorded on stream 0; NULL when
+ * they cannot be made. */
+void *device__cuda_span_begin(device *d);
+void device__cuda_span_end(device *d, void *span);
+/* Waits for the second event, frees both; microseconds between them. */
+uint64_t device__cuda_span_take_us(device *d, void *span);
 int device__cuda_fence_sync(device *d, void *fence,
                             char err[DEVICE_ERROR_MAX]);
 void device__cuda_fence_free(device *d, void *fence);

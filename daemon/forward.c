@@ -204,16 +204,28 @@ static void run_job(fwd_job *j) {
     proto_fail(&j->err, j->code, "%s", msg);
     return;
   }
+  /* With a GPU tier, each slice's compute is timed on the device (its
+   * kernels run after shim_forward returns), read once the outputs are out;
+   * a slice that cannot be timed there is timed on the host. */
+  device *dev = t->dev;
+  device_span **spans =
+      dev != NULL ? calloc(j->n_slices, sizeof(*spans)) : NULL;
   /* One slice at a time: a pipeline larger than memory streams through. */
   for (size_t i = 0; i < j->n_slices && j->code == 0; i++) {
     slice *s = j->slices[i];
     j->code = acquire(j, i);
     if (j->code < 0)
       break;
+    device_span *span = spans != NULL ? device_span_begin(dev) : NULL;
     uint64_t t0 = conn_now_us();
     shim_values *next;
     j->code = compute(j, s, cur, &next, msg);
-    j->compute_us += conn_now_us() - t0;
+    if (span != NULL) {
+      device_span_end(dev, span);
+      spans[i] = span;
+    } else {
+      j->compute_us += conn_now_us() - t0;
+    }
     tiers_release(t, s);
     shim_values_free(cur);
     cur = NULL;
@@ -237,6 +249,9 @@ static void run_job(fwd_job *j) {
       j->code = place_outputs(j, cur);
   }
   shim_values_free(cur);
+  for (size_t i = 0; spans != NULL && i < j->n_slices; i++)
+    j->compute_us += device_span_take_us(dev, spans[i]);
+  free(spans);
 }
 
 /* A lost device (a sticky error) fails this job and every later one with
