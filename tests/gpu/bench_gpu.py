@@ -266,7 +266,10 @@ def run_mode(a, work, name, keys, paths, x_npy, ref, before_rep=None):
                "errors_by_reference": errs, "output_ok": err <= 2e-2,
                "gpu_high_water": gpu.get("high_water"), "gpu_budget": gpu.get("budget"),
                "torch_peak_allocated": torch_peak,
-               "max_gpu_mem_mb": keys.get("max_gpu_mem_mb"),
+               # The whole device budget, activations included, under
+               # limit_gpu only: active_only's max_gpu_mem_mb is the weights'.
+               "max_gpu_mem_mb": keys.get("max_gpu_mem_mb")
+               if keys.get("gpu_strategy") == "limit_gpu" else None,
                "moved_per_forward": {k: statistics.mean(p[k] for p in per) for k in per[0]}
                if per else None,
                "prefetch": st.get("prefetch")}
