@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "device_internal.h"
 #include "faults.h"
@@ -185,46 +184,18 @@ int device_fence_wait(device *d, void *fence, char err[DEVICE_ERROR_MAX]) {
   return d->sim || fence == NULL ? 0 : device__cuda_fence_wait(d, fence, err);
 }
 
-struct device_span {
-  struct timespec t0, t1; /* sim */
-  void *cuda;
-};
-
+/* A span is the CUDA backend's pair of events; sim has none (NULL). */
 device_span *device_span_begin(device *d) {
-  device_span *s = calloc(1, sizeof(*s));
-  if (s == NULL)
-    return NULL;
-  if (d->sim) {
-    clock_gettime(CLOCK_MONOTONIC, &s->t0);
-  } else if ((s->cuda = device__cuda_span_begin(d)) == NULL) {
-    free(s);
-    return NULL;
-  }
-  return s;
+  return d->sim ? NULL : (device_span *)device__cuda_span_begin(d);
 }
 
 void device_span_end(device *d, device_span *s) {
-  if (s == NULL)
-    return;
-  if (d->sim)
-    clock_gettime(CLOCK_MONOTONIC, &s->t1);
-  else
-    device__cuda_span_end(d, s->cuda);
+  if (s != NULL)
+    device__cuda_span_end(d, s);
 }
 
 uint64_t device_span_take_us(device *d, device_span *s) {
-  if (s == NULL)
-    return 0;
-  uint64_t us;
-  if (d->sim) {
-    int64_t ns = (int64_t)(s->t1.tv_sec - s->t0.tv_sec) * 1000000000 +
-                 (s->t1.tv_nsec - s->t0.tv_nsec);
-    us = ns > 0 ? (uint64_t)ns / 1000 : 0;
-  } else {
-    us = device__cuda_span_take_us(d, s->cuda);
-  }
-  free(s);
-  return us;
+  return s != NULL ? device__cuda_span_take_us(d, s) : 0;
 }
 
 int device_fence_sync(device *d, void *fence, char err[DEVICE_ERROR_MAX]) {

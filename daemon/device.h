@@ -89,8 +89,8 @@ void device_fence_free(device *d, void *fence);
  * returns, so the host's clock counts only their launches. cuda: two timing
  * events on the legacy default stream; device_span_take_us waits for the
  * second, so call it once that work is done (after the outputs are copied
- * out), and it frees the span. sim computes synchronously: host time.
- * begin returns NULL when it cannot time (out of memory, a CUDA error): the
+ * out), and it frees the span. begin returns NULL on sim, which computes
+ * synchronously, and when it cannot time (out of memory, a CUDA error): the
  * caller times on the host then; end and take accept NULL (take: 0). */
 typedef struct device_span device_span;
 device_span *device_span_begin(device *d);

@@ -204,12 +204,13 @@ static void run_job(fwd_job *j) {
     proto_fail(&j->err, j->code, "%s", msg);
     return;
   }
-  /* With a GPU tier, each slice's compute is timed on the device (its
-   * kernels run after shim_forward returns), read once the outputs are out;
-   * a slice that cannot be timed there is timed on the host. */
+  /* On CUDA, each slice's compute is timed on the device (its kernels run
+   * after shim_forward returns), read once the outputs are out; elsewhere,
+   * and for a slice that cannot be timed there, on the host. */
   device *dev = t->dev;
-  device_span **spans =
-      dev != NULL ? calloc(j->n_slices, sizeof(*spans)) : NULL;
+  device_span **spans = dev != NULL && !device_is_sim(dev)
+                            ? calloc(j->n_slices, sizeof(*spans))
+                            : NULL;
   /* One slice at a time: a pipeline larger than memory streams through. */
   for (size_t i = 0; i < j->n_slices && j->code == 0; i++) {
     slice *s = j->slices[i];
