@@ -50,10 +50,10 @@ at::ScalarType scalar_type(proto_dtype d);
 bool proto_type(at::ScalarType t, proto_dtype *out);
 std::string shape_str(at::IntArrayRef sizes);
 
-// One tensor of a module (parameter, buffer or tensor attribute) and its
-// place in the weight blob.
+// One tensor of a module (parameter, buffer, tensor attribute or a tensor
+// its TorchScript code holds as a constant) and its place in the weight blob.
 struct Slot {
-  std::string name;     // state_dict name
+  std::string name;     // state_dict name, or "(constant N)"
   at::Tensor tensor;    // shares its TensorImpl with the module's tensor
   uint64_t offset = 0;  // SHIM_BLOB_ALIGN-aligned
   uint64_t nbytes = 0;
@@ -126,8 +126,10 @@ void plan_blob(shim_module *m);
 // A fresh host blob of m->blob_bytes (uint8, SHIM_BLOB_ALIGN-aligned, its
 // padding zeroed, its slots not), whose memory m->own_memory watches.
 at::Tensor new_blob(shim_module *m);
-// plan_blob, then the tensors' current values copied into a new blob that
-// they are re-pointed into (m->host_blob).
+// The tensors' current values copied into a new blob that they are
+// re-pointed into (m->host_blob). The blob is planned already (plan_blob, at
+// creation): planning again would free the slot names that the blob's
+// entries (shim_module_blob_entry) point to.
 void pack_blob(shim_module *m);
 // Makes each slot's tensor a view of `blob` (host or device) at its offset.
 void repoint(shim_module *m, const at::Tensor &blob);

@@ -34,6 +34,40 @@ uint64_t align_up(uint64_t n) {
   return r & ~((uint64_t)SHIM_BLOB_ALIGN - 1);
 }
 
+bool dense(const at::Tensor &t) {
+  return t.layout() == at::kStrided && !t.is_quantized();
+}
+
+// Calls add() for each tensor a TorchScript module's code holds as a
+// constant, in the order of its functions and their nodes, which loading one
+// file always gives alike. Freezing folds a module's weights into its code,
+// and tracing captures any tensor that was not a parameter or buffer; served
+// as attributes are, they count in the budgets and go to the device with the
+// rest of the slice instead of staying on the CPU. Only dense ones: a packed
+// or quantized constant stays where it is.
+void each_constant(const shim_module *m,
+                   const std::function<void(const std::string &,
+                                            const at::Tensor &)> &add) {
+  size_t k = 0;
+  std::function<void(torch::jit::Block *)> walk = [&](torch::jit::Block *b) {
+    for (torch::jit::Node *n : b->nodes()) {
+      if (n->kind() == c10::prim::Constant &&
+          n->hasAttribute(c10::attr::value) &&
+          n->kindOf(c10::attr::value) == torch::jit::AttributeKind::t) {
+        const at::Tensor &t = n->t(c10::attr::value);
+        if (t.defined() && dense(t))
+          add("(constant " + std::to_string(k++) + ")", t);
+      }
+      for (torch::jit::Block *sub : n->blocks())
+        walk(sub);
+    }
+  };
+  auto cu = m->jit._ivalue()->compilation_unit();
+  for (torch::jit::Function *fn : cu->get_functions())
+    if (fn->isGraphFunction())
+      walk(torch::jit::toGraphFunction(*fn).graph()->block());
+}
+
 // The module's tensors, each once (tied weights share one TensorImpl).
 std::vector<Slot> collect(shim_module *m) {
   std::vector<Slot> out;
@@ -41,7 +75,7 @@ std::vector<Slot> collect(shim_module *m) {
   auto add = [&](const std::string &name, const at::Tensor &t) {
     if (!t.defined() || !seen.insert(t.unsafeGetTensorImpl()).second)
       return;
-    if (t.layout() != at::kStrided || t.is_quantized())
+    if (!dense(t))
       fail(SLY_E_BAD_REQUEST, "tensor '%s': only dense tensors can be served",
            name.c_str());
     Slot s;
@@ -66,6 +100,7 @@ std::vector<Slot> collect(shim_module *m) {
     for (const auto &a : m->jit.named_attributes(/*recurse=*/true))
       if (a.value.isTensor())
         add(a.name, a.value.toTensor());
+    each_constant(m, add);
   } else {
     for (const auto &p : m->builtin.root->named_parameters(/*recurse=*/true))
       add(p.key(), p.value());
@@ -154,7 +189,6 @@ at::Tensor new_blob(shim_module *m) {
 
 void pack_blob(shim_module *m) {
   torch::NoGradGuard no_grad;
-  plan_blob(m);
   if (m->blob_bytes == 0)
     return;
   at::Tensor blob = new_blob(m);

@@ -494,6 +494,13 @@ extern "C" int shim_forward(shim_module *m, const shim_values *in,
       xs.push_back(t.device() == m->device ? t : t.to(m->device));
     auto v = std::make_unique<shim_values>();
     if (m->is_jit) {
+      // Unoptimized, the code reads each tensor constant where its slot's
+      // view is now. Optimized, it could pool constants, fold a view of one
+      // into a new constant (which keeps pointing into the blob after the
+      // slice has moved, freed memory then) or build a fused kernel with
+      // the constant's address in it. The setting is per thread; the graph
+      // executor reads it when it makes its plan, in the first forward.
+      torch::jit::setGraphExecutorOptimize(false);
       std::vector<c10::IValue> args(xs.begin(), xs.end());
       flatten(m->jit.forward(std::move(args)), v->t);
     } else {

@@ -11,6 +11,7 @@
 
 #include "fixtures.h"
 #include "harness.h"
+#include "tierkit.h"
 
 TestSuite(forward_correct, .timeout = 30, .fini = td_cleanup);
 
@@ -31,6 +32,8 @@ static const fwd_case case_ts_embed = {"ts_embed", "ts_embed", 1, 1, false};
 static const fwd_case case_lin = {"lin", "linear_w", 1, 1, false};
 static const fwd_case case_tel = {"tel", "tel_w", 1, 1, false};
 static const fwd_case case_tel_bf16 = {"tel_bf16", "tel_bf16", 1, 1, true};
+static const fwd_case case_ts_frozen = {"ts_frozen", "ts_frozen", 1, 1, false};
+static const fwd_case case_ts_traced = {"ts_traced", "ts_traced", 1, 1, false};
 
 /* A fixture's inputs and reference outputs, read once. */
 typedef struct {
@@ -132,6 +135,58 @@ Test(forward_correct, torchscript_two_inputs_and_tuple_outputs_match_pytorch) {
 Test(forward_correct, torchscript_int64_embedding_matches_pytorch) {
   const fwd_case *k[] = {&case_ts_embed};
   run_cases(k, 1);
+}
+
+/* The bytes slyced holds for a slice, from `list`. */
+static uint64_t slice_bytes(sly_conn *c, const char *name) {
+  tk_entry e;
+  tk_where(c, name, &e);
+  return e.bytes;
+}
+
+/* A frozen module's weights are tensor constants of its code, and a traced
+ * one holds a tensor it captured as one: both are weights to slyced. They
+ * count in the slice's bytes, go to the disk cache and come back from it,
+ * and the outputs stay PyTorch's throughout. Before, ts_frozen counted 0
+ * bytes and no tier ever held its weights. */
+Test(forward_correct, torchscript_constants_are_weights_that_move) {
+  char dir[TD_PATH_MAX];
+  tk_cache_new(dir);
+  char keys[TD_PATH_MAX + 64];
+  snprintf(keys, sizeof keys, "\"disk_cache_path\": \"%s\"", dir);
+  char *cfg = fx_config(
+      "{\"name\": \"ts_frozen\", \"constructor\": \"torchscript\", "
+      "\"config\": {\"path\": \"" FX_DIR "/ts_frozen.pt\"}},\n"
+      "  {\"name\": \"ts_traced\", \"constructor\": \"torchscript\", "
+      "\"config\": {\"path\": \"" FX_DIR "/ts_traced.pt\"}}",
+      keys);
+  td *d = td_start(cfg);
+  free(cfg);
+  sly_conn *c = td_connect(d);
+  sly_arena *a = NULL;
+  sly_error err;
+  cr_assert_eq(sly_arena_create(c, ARENA_BYTES, &a, &err), 0, "%s",
+               err.message);
+  const fwd_case *cases[] = {&case_ts_frozen, &case_ts_traced};
+  for (size_t i = 0; i < 2; i++) {
+    const char *name = cases[i]->slice;
+    run_case(c, a, cases[i]);
+    /* Three tensors each, each in a 4 KiB step of the blob: frozen's W.t()
+     * [16, 8], b and s [8]; traced's Linear(16, 8) and c [8]. */
+    uint64_t bytes = slice_bytes(c, name);
+    cr_assert_eq(bytes, 3 * 4096, "%s holds %llu bytes, want 3 * 4096", name,
+                 (unsigned long long)bytes);
+    for (int round = 0; round < 2; round++) {
+      char where[8] = "";
+      cr_assert_eq(sly_evict(c, name, "disk", where, &err), 0, "evict %s: %s",
+                   name, err.message);
+      cr_assert_str_eq(where, "disk", "%s went to %s", name, where);
+      run_case(c, a, cases[i]);
+    }
+  }
+  sly_close(c);
+  td_stop(d);
+  tk_cache_remove(dir);
 }
 
 Test(forward_correct, builtin_linear_with_safetensors_matches_pytorch) {

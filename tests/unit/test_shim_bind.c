@@ -181,8 +181,9 @@ Test(shim_bind, entries_tile_the_blob_in_aligned_steps) {
   entries_tile_the_blob(m);
   cr_assert_eq(entry(m, 0).dtype, PROTO_DTYPE_BFLOAT16);
   shim_module_free(m);
-  static const char *const scripts[] = {"one", "embed", "weight", "multi"};
-  for (size_t i = 0; i < 4; i++) {
+  static const char *const scripts[] = {"one",   "embed",  "weight",
+                                        "multi", "frozen", "traced"};
+  for (size_t i = 0; i < sizeof(scripts) / sizeof(scripts[0]); i++) {
     m = ts(scripts[i]);
     entries_tile_the_blob(m);
     shim_module_free(m);
@@ -252,6 +253,21 @@ Test(shim_bind, entry_names_are_pytorchs_state_dict_names) {
   m = ts("embed");
   names_are(m, (const char *const[]){"emb.weight"}, 1);
   shim_module_free(m);
+  /* Constants of the code are named by their order in it: frozen's are
+   * s, b and W.t() (a [4, 3] view of W [3, 4]), in some order; traced's one
+   * follows its attributes. */
+  m = ts("frozen");
+  names_are(m, (const char *const[]){"(constant 0)", "(constant 1)",
+                                     "(constant 2)"}, 3);
+  uint64_t floats = 0;
+  for (size_t i = 0; i < 3; i++)
+    floats += entry(m, i).nbytes / 4;
+  cr_assert_eq(floats, 3 + 3 + 12);
+  shim_module_free(m);
+  m = ts("traced");
+  names_are(m, (const char *const[]){"lin.weight", "lin.bias", "(constant 0)"},
+            3);
+  shim_module_free(m);
 }
 
 /* A module, the input it is run on, and its output before any bind. */
@@ -261,7 +277,8 @@ typedef struct {
   tensor x, ref;
 } subject;
 
-static subject subject_new(const char *what) {
+/* The module and its input, never run (no ref yet). */
+static subject subject_unrun(const char *what) {
   subject s = {.what = what};
   if (strcmp(what, "linear") == 0) {
     s.m = make("linear", "{\"in_features\": 4, \"out_features\": 3, "
@@ -279,6 +296,11 @@ static subject subject_new(const char *what) {
     s.m = ts(what);
     s.x = st_read(FIX "/ts_one_io.safetensors", "in0");
   }
+  return s;
+}
+
+static subject subject_new(const char *what) {
+  subject s = subject_unrun(what);
   s.ref = run1(s.m, &s.x, 1);
   return s;
 }
@@ -308,10 +330,14 @@ static void all_zero(subject *s) {
   tensor_free(&y);
 }
 
-static const char *const subjects[] = {"linear", "mlp", "tel", "one"};
+/* frozen's weights are all constants of its code, and traced holds one
+ * beside its parameters: their blobs must hold those too. */
+static const char *const subjects[] = {"linear", "mlp",    "tel",
+                                       "one",    "frozen", "traced"};
+#define N_SUBJECTS (sizeof(subjects) / sizeof(subjects[0]))
 
 Test(shim_bind, binding_to_a_copy_gives_identical_outputs) {
-  for (size_t k = 0; k < 4; k++) {
+  for (size_t k = 0; k < N_SUBJECTS; k++) {
     subject s = subject_new(subjects[k]);
     void *copy = blob_copy(s.m);
     bind_ok(s.m, copy, k % 2 ? "sim" : "cpu");
@@ -323,7 +349,7 @@ Test(shim_bind, binding_to_a_copy_gives_identical_outputs) {
 }
 
 Test(shim_bind, the_forward_reads_the_bound_memory_live) {
-  for (size_t k = 0; k < 4; k++) {
+  for (size_t k = 0; k < N_SUBJECTS; k++) {
     subject s = subject_new(subjects[k]);
     uint64_t n = shim_module_blob_bytes(s.m);
     void *weights = blob_copy(s.m), *mem = blob_copy(s.m);
@@ -358,6 +384,32 @@ Test(shim_bind, rebinding_moves_between_buffers_back_and_forth) {
   same_as_before(&s);
   subject_free(&s);
   free(a);
+}
+
+/* Moved after TorchScript has made its plan (in its first forwards, which
+ * in slyced run bound to the tiers' memory), a module reads only the memory
+ * it is bound to now: the memory it left is poisoned, then freed
+ * (AddressSanitizer reports a read after the free). traced's code makes a
+ * view of a constant from that constant alone, which an optimizing executor
+ * would fold into a constant of its own, pointing into the first buffer for
+ * good. */
+Test(shim_bind, a_module_moved_after_its_plan_reads_no_memory_it_left) {
+  for (size_t k = 0; k < N_SUBJECTS; k++) {
+    subject s = subject_unrun(subjects[k]);
+    uint64_t n = shim_module_blob_bytes(s.m);
+    void *a = blob_copy(s.m), *b = blob_copy(s.m);
+    bind_ok(s.m, a, "cpu");
+    s.ref = run1(s.m, &s.x, 1);
+    for (int i = 0; i < 3; i++)
+      same_as_before(&s);
+    bind_ok(s.m, b, "cpu");
+    memset(a, 0x7f, n);
+    same_as_before(&s);
+    free(a);
+    same_as_before(&s);
+    subject_free(&s);
+    free(b);
+  }
 }
 
 Test(shim_bind, the_first_bind_frees_the_shims_blob) {
@@ -518,7 +570,7 @@ Test(shim_bind, binding_to_cuda_memory_and_back) {
 #ifndef SLY_HAVE_CUDA
   SHIM_SKIP("built without the CUDA runtime (CUDA=no)");
 #else
-  for (size_t k = 0; k < 4; k++) {
+  for (size_t k = 0; k < N_SUBJECTS; k++) {
     subject s = subject_new(subjects[k]);
     uint64_t n = shim_module_blob_bytes(s.m);
     void *host = blob_copy(s.m);

@@ -54,6 +54,8 @@ Test(shim_io, torchscript_outputs_equal_pytorchs) {
   ts_matches("tuple", 1, 2);    /* (x + 1, x.sum(-1)) */
   ts_matches("list", 1, 2);     /* [x * 2, x - 1] */
   ts_matches("embed", 1, 1);    /* int64 indices into an Embedding */
+  ts_matches("frozen", 1, 1);   /* weights as constants of the code */
+  ts_matches("traced", 1, 1);   /* a captured tensor as a constant */
 }
 
 Test(shim_io, torchscript_file_errors) {
