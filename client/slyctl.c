@@ -167,9 +167,30 @@ static int cmd_top(ctl *x, int argc, char **argv, sly_error *err) {
   return sly__ctl_top(x->conn, argc, argv, err);
 }
 
+/* The reload is done; keys read only at start are said on stderr, since a
+ * reload that leaves a changed budget as it was would otherwise look like
+ * one that applied it. */
 static int cmd_reload(ctl *x, int argc, char **argv, sly_error *err) {
   (void)argc, (void)argv;
-  return sly_reload(x->conn, err);
+  cJSON *r = NULL;
+  int rc = ctl_request(x, "reload", &r, err);
+  if (rc == 0 && x->json) {
+    sly__ctl_print_json(r);
+  } else if (rc == 0) {
+    const cJSON *later = cJSON_GetObjectItemCaseSensitive(r, "restart_needed");
+    const cJSON *k;
+    int n = 0;
+    cJSON_ArrayForEach(k, later) {
+      if (cJSON_IsString(k))
+        fprintf(stderr, "%s%s", n++ ? ", " : "slyctl: changed, read only at "
+                "start (the running values stay until a restart): ",
+                k->valuestring);
+    }
+    if (n > 0)
+      fputc('\n', stderr);
+  }
+  cJSON_Delete(r);
+  return rc;
 }
 
 static int cmd_shutdown(ctl *x, int argc, char **argv, sly_error *err) {

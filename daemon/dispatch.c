@@ -342,11 +342,14 @@ static int on_stats(conn *c, const proto_request *req, dispatch_ctx *ctx,
 
 static int on_reload(conn *c, const proto_request *req, dispatch_ctx *ctx,
                      cJSON *reply, proto_error *err) {
-  (void)req, (void)ctx, (void)reply;
+  (void)req, (void)ctx;
   char msg[CONFIG_ERROR_MAX];
   log_info("reload requested by uid %u pid %d", (unsigned)c->peer.uid,
            (int)c->peer.pid);
-  if (slyced_reload(c->sd, msg) < 0)
+  cJSON *later = cJSON_AddArrayToObject(reply, "restart_needed");
+  if (later == NULL)
+    return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");
+  if (slyced_reload(c->sd, later, msg) < 0)
     return proto_fail(err, SLY_E_BAD_REQUEST, "%s", msg);
   return 0;
 }

@@ -39,19 +39,59 @@ static void apply_log(const config *cfg) {
               cfg->log_file ? cfg->log_file : "-", strerror(-r));
 }
 
-int slyced_reload(slyced *sd, char err[CONFIG_ERROR_MAX]) {
+static bool same_str(const char *a, const char *b) {
+  return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Puts in `out` the keys changed from `a` to `b` that are read only at
+ * start: the listening socket, and what the executor's device and the tiers
+ * were set up with (tiers_init). Returns how many. */
+static size_t start_only_changes(const config *a, const config *b,
+                                 const char *out[SLYCED_START_ONLY_MAX]) {
+  size_t n = 0;
+#define START_ONLY(key, changed)                                                 if (changed)                                                                     out[n++] = key;
+  START_ONLY("socket", !same_str(a->socket, b->socket))
+  START_ONLY("socket_mode", a->has_socket_mode != b->has_socket_mode ||
+                                a->socket_mode != b->socket_mode)
+  START_ONLY("device", !same_str(a->device, b->device))
+  START_ONLY("gpu_strategy", a->gpu_strategy != b->gpu_strategy)
+  START_ONLY("max_gpu_mem_mb", a->max_gpu_mem_mb != b->max_gpu_mem_mb)
+  START_ONLY("gpu_reserve_mb", a->gpu_reserve_mb != b->gpu_reserve_mb)
+  START_ONLY("max_cpu_mem_mb", a->max_cpu_mem_mb != b->max_cpu_mem_mb)
+  START_ONLY("disk_cache_path", !same_str(a->disk_cache_path,
+                                          b->disk_cache_path))
+  START_ONLY("prefetch_depth", a->prefetch_depth != b->prefetch_depth)
+  START_ONLY("sim_copy_gbps", a->sim_copy_gbps != b->sim_copy_gbps)
+  START_ONLY("max_registered_mb",
+             a->limits.max_registered_mb != b->limits.max_registered_mb)
+#undef START_ONLY
+  return n;
+}
+
+int slyced_reload(slyced *sd, cJSON *start_only, char err[CONFIG_ERROR_MAX]) {
   config *next;
   if (config_load(sd->cfg->path, &next, err) < 0) {
     log_error("reload: %s; keeping the running config", err);
     return -1;
   }
   const config *cur = sd->cfg;
-  if (strcmp(next->socket, cur->socket) != 0 ||
-      next->has_socket_mode != cur->has_socket_mode ||
-      next->socket_mode != cur->socket_mode ||
-      strcmp(next->device, cur->device) != 0)
-    log_warn("reload: socket, socket_mode and device changes take effect at "
-             "the next restart");
+  const char *later[SLYCED_START_ONLY_MAX];
+  size_t n_later = start_only_changes(cur, next, later);
+  if (n_later > 0) {
+    char keys[512];
+    size_t len = 0;
+    keys[0] = '\0';
+    for (size_t i = 0; i < n_later; i++) {
+      int w = snprintf(keys + len, sizeof(keys) - len, "%s%s", i ? ", " : "",
+                       later[i]);
+      if (w > 0 && (size_t)w < sizeof(keys) - len)
+        len += (size_t)w;
+      if (start_only != NULL)
+        cJSON_AddItemToArray(start_only, cJSON_CreateString(later[i]));
+    }
+    log_warn("reload: %s changed; read only at start, the new values take "
+             "effect at the next restart", keys);
+  }
   /* The executor serves one device for the daemon's life. */
   char *device = strdup(cur->device);
   if (device != NULL) {
@@ -152,7 +192,7 @@ static void signal_cb(uv_signal_t *h, int signum) {
   if (signum == SIGHUP) {
     char err[CONFIG_ERROR_MAX];
     log_info("SIGHUP: re-reading %s and reopening the log", sd->cfg->path);
-    slyced_reload(sd, err); /* logged there */
+    slyced_reload(sd, NULL, err); /* logged there */
     return;
   }
   slyced_begin_shutdown(sd, signum == SIGTERM ? "SIGTERM" : "SIGINT");

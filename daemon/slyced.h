@@ -47,8 +47,12 @@ typedef struct slyced {
 int slyced_start(slyced *sd, uv_loop_t *loop, config *cfg);
 
 /* Re-reads the config file. A bad file changes nothing: returns -1 with the
- * message (file and key) in err, and the caller logs or replies it. */
-int slyced_reload(slyced *sd, char err[CONFIG_ERROR_MAX]);
+ * message (file and key) in err, and the caller logs or replies it. Keys
+ * read only at start (the socket, the device and the tiers' budgets) keep
+ * their running values; the changed ones are logged and, when `start_only`
+ * is an array, added to it as strings. */
+#define SLYCED_START_ONLY_MAX 16
+int slyced_reload(slyced *sd, cJSON *start_only, char err[CONFIG_ERROR_MAX]);
 
 /* Stops accepting, lets in-flight requests finish within drain_timeout_ms,
  * then stops the loop. Idempotent. */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "hostmem.h"
 #include "log.h"
@@ -90,6 +91,10 @@ int tiers_init(tiers *t, const config *cfg, char err[256]) {
     return -1;
   }
   bool gpu = c->strategy != GPU_STRATEGY_NONE && strcmp(c->device, "cpu") != 0;
+  if (!gpu && strcmp(c->device, "cpu") != 0)
+    log_warn("device %s with gpu_strategy none: slices stay in host memory "
+             "and run on the CPU (set gpu_strategy to use the device)",
+             c->device);
   if (gpu) {
     char derr[DEVICE_ERROR_MAX];
     if (device_open(c->device, tiers__gpu_budget(t), c->sim_copy_gbps, &t->dev,
@@ -107,6 +112,20 @@ int tiers_init(tiers *t, const config *cfg, char err[256]) {
     if (mkdir(c->disk_cache_path, 0750) < 0 && errno != EEXIST) {
       snprintf(err, 256, "disk_cache_path %s: %s", c->disk_cache_path,
                strerror(errno));
+      return -1;
+    }
+    /* Found here rather than by every cache write failing: an eviction to
+     * the disk would then unload slices instead. */
+    struct stat st;
+    const char *why = NULL;
+    if (stat(c->disk_cache_path, &st) != 0)
+      why = strerror(errno);
+    else if (!S_ISDIR(st.st_mode))
+      why = "not a folder";
+    else if (access(c->disk_cache_path, W_OK | X_OK) != 0)
+      why = "slyced cannot write there";
+    if (why != NULL) {
+      snprintf(err, 256, "disk_cache_path %s: %s", c->disk_cache_path, why);
       return -1;
     }
     int n = diskcache_sweep(c->disk_cache_path);

@@ -126,8 +126,18 @@ int tiers__build(tiers *t, slice *s, bool use_cache, proto_error *err) {
     p->n_entries = n;
     p->bytes = shim_module_blob_bytes(m);
     cache_key(t, s, use_cache);
-    if (!p->on_disk)
+    /* Its values are made in host memory: a slice that cannot fit there is
+     * refused before they are read or drawn, which takes seconds for a big
+     * one (ensure_host would refuse it all the same, afterwards). */
+    if (!p->on_disk && p->bytes > tiers__cpu_budget(t)) {
+      rc = SLY_E_NO_MEMORY;
+      snprintf(msg, sizeof(msg),
+               "slice '%s' needs %llu bytes; the cpu budget is %llu", s->name,
+               (unsigned long long)p->bytes,
+               (unsigned long long)tiers__cpu_budget(t));
+    } else if (!p->on_disk) {
       rc = shim_module_fill(m, msg);
+    }
     if (rc < 0) {
       shim_module_free(m);
       s->module = NULL;
@@ -142,7 +152,12 @@ int tiers__build(tiers *t, slice *s, bool use_cache, proto_error *err) {
     atomic_store(&s->state, rc == SLY_E_NO_MEMORY ? SLICE_UNLOADED
                                                   : SLICE_FAILED);
     log_error("slice %s: build failed: %s", s->name, msg);
-    return proto_fail(err, rc, "%s", msg);
+    proto_fail(err, rc, "%s", msg);
+    if (rc == SLY_E_NO_MEMORY && err != NULL && p->bytes > 0) {
+      err->has_needed = true;
+      err->needed = p->bytes;
+    }
+    return rc;
   }
   atomic_store(&s->bytes, p->bytes);
   atomic_fetch_add(&s->loads, 1);

@@ -131,3 +131,39 @@ Test(daemon_reload, sighup_with_a_bad_config_logs_the_key_and_keeps_running) {
   cr_assert_eq(reload_max_frame(d), 8192);
   td_stop(d);
 }
+
+/* Keys read only at start keep their running values on reload, and the
+ * reply names them (the log says so too), so that a changed budget that did
+ * not apply cannot pass for one that did. A key read live beside them
+ * applies. */
+Test(daemon_reload, reload_names_the_changed_keys_read_only_at_start) {
+  td *d = td_start("\"max_cpu_mem_mb\": 64, \"prefetch_depth\": 1, "
+                   "\"max_frame_bytes\": 8192");
+  sly_conn *c = td_connect(d);
+  td_write_config(d, "\"max_cpu_mem_mb\": 32, \"prefetch_depth\": 2, "
+                     "\"max_frame_bytes\": 16384");
+  char *reply = NULL;
+  sly_error err;
+  cr_assert_eq(sly_request_json(c, "{\"op\": \"reload\"}", &reply, &err), 0,
+               "reload: %s", err.message);
+  cr_assert(strstr(reply, "\"restart_needed\":[\"max_cpu_mem_mb\","
+                          "\"prefetch_depth\"]") != NULL,
+            "the reply does not name exactly the two keys: %s", reply);
+  free(reply);
+  cr_assert_eq(reload_max_frame(d), 16384, "max_frame_bytes did not apply");
+  char *stats = NULL;
+  cr_assert_eq(sly_request_json(c, "{\"op\": \"stats\"}", &stats, &err), 0,
+               "stats: %s", err.message);
+  cr_assert(strstr(stats, "\"budget\":67108864") != NULL,
+            "the cpu budget is not the running 64 MiB: %s", stats);
+  free(stats);
+  cr_assert(td_logs_wait(d, "max_cpu_mem_mb, prefetch_depth changed", 5000),
+            "no warning in the log:\n%s", td_logs(d, 4000));
+  /* Nothing changed, nothing named. */
+  cr_assert_eq(sly_request_json(c, "{\"op\": \"reload\"}", &reply, &err), 0,
+               "reload: %s", err.message);
+  cr_assert(strstr(reply, "\"restart_needed\":[]") != NULL, "%s", reply);
+  free(reply);
+  sly_close(c);
+  td_stop(d);
+}

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -495,4 +496,35 @@ Test(tiers_disk, a_restart_reads_the_cache_file_not_the_weights_file) {
   td_stop(c);
   free(cfg);
   tk_cache_remove(dir);
+}
+
+/* A disk_cache_path that is a regular file stops slyced at start, naming
+ * the key, and the file is left as it was. Before, slyced started, every
+ * cache write failed, and an eviction to the disk unloaded the slice. */
+Test(tiers_disk, a_cache_path_that_is_a_file_is_refused_at_start) {
+  td *d = td_new(NULL);
+  char path[TD_PATH_MAX + 16];
+  snprintf(path, sizeof path, "%s/cachefile", d->dir);
+  FILE *f = fopen(path, "w");
+  cr_assert(f, "create %s: %s", path, strerror(errno));
+  fputs("not a folder\n", f);
+  fclose(f);
+  char keys[TD_PATH_MAX + 64];
+  snprintf(keys, sizeof keys, "\"disk_cache_path\": \"%s\"", path);
+  td_write_config(d, keys);
+  td_launch(d);
+  cr_assert(!td_wait_notify(d, "READY=1", TD_READY_TIMEOUT_MS),
+            "slyced started with a file as its disk cache");
+  cr_assert(d->exited && WIFEXITED(d->status) && WEXITSTATUS(d->status) != 0,
+            "slyced should exit non-zero (status 0x%x)", d->status);
+  char *logs = td_logs(d, 8000);
+  cr_assert(logs && strstr(logs, "disk_cache_path") &&
+                strstr(logs, "not a folder"),
+            "the log does not say what is wrong:\n%s", logs);
+  free(logs);
+  char *text = td_read_tail(path, 100);
+  cr_assert(text && strcmp(text, "not a folder\n") == 0,
+            "the file at disk_cache_path was changed");
+  free(text);
+  td_destroy(d);
 }

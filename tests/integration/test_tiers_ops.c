@@ -306,6 +306,22 @@ Test(tiers_ops, a_slice_larger_than_the_cpu_budget_gets_no_memory) {
   cr_assert(strcmp(e.tier, "none") != 0 || strcmp(e.state, "resident") != 0,
             "big shows state resident at tier none: its built weights are "
             "held outside every budget");
+  /* Added at run time, the same: refused at once, not after its weights
+   * were drawn (seconds of the executor for a big slice), and not kept. */
+  char cfg[192];
+  tk_slice_config(&m.s[0], cfg, sizeof cfg);
+  rc = sly_add_slice(k.c, "big2", "mlp", cfg, &err);
+  expect_refused(rc, &err, SLY_E_NO_MEMORY, "add_slice big2");
+  cr_assert_geq(err.needed, tk_slice_bytes(&m.s[0]), "add_slice: needed %llu",
+                (unsigned long long)err.needed);
+  tk_entry all[8];
+  size_t n = tk_list(k.c, all, 8);
+  for (size_t i = 0; i < n; i++)
+    cr_assert_str_neq(all[i].name, "big2", "a refused slice stayed");
+  char *log = tk_log(d);
+  cr_assert_eq(tk_count_lines(log, "slice big", ": built"), 0,
+               "big's weights were made although they cannot fit:\n%s", log);
+  free(log);
   tk_close(&k);
   td_stop(d);
   free(ref);
