@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -153,6 +154,21 @@ fail:
     close(c->fd);
   free(c);
   return rc;
+}
+
+/* SO_RCVTIMEO and SO_SNDTIMEO bound each blocking recvmsg and sendmsg, so
+ * a server that has stopped (SIGSTOP, a hung executor) ends the call with
+ * EAGAIN instead of never (wire.c turns that into the message). */
+int sly_set_timeout(sly_conn *c, unsigned ms, sly_error *err) {
+  int rc = sly__conn_check(c, err);
+  if (rc < 0)
+    return rc;
+  struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+  if (setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+      setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+    return sly__fail_errno(err, SLY_E_IO, errno, "set the timeout");
+  c->timeout_ms = ms;
+  return 0;
 }
 
 /* Results still open keep their memory, but their views die here: the

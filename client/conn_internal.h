@@ -36,6 +36,7 @@ typedef struct {
 struct sly_conn {
   int fd;    /* -1 once the connection is dead */
   bool dead; /* later calls fail with SLY_E_IO "connection closed" */
+  unsigned timeout_ms; /* sly_set_timeout; 0: none */
   uint64_t next_id;
   /* Largest request frame the server accepts: the largest value a config may
    * set until hello reports the real one. */

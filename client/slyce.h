@@ -79,6 +79,11 @@ int sly_connect(const char *path, sly_conn **out, sly_error *err);
  * connection; results not yet freed lose their views (free them first).
  * Accepts NULL. */
 void sly_close(sly_conn *c);
+/* Gives up on a reply (or a send) that makes no progress for `ms`
+ * milliseconds: the call fails with SLY_E_IO and the connection is closed,
+ * since the late reply would answer the wrong request. 0, the default,
+ * waits for as long as it takes; a forward on a big model may take long. */
+int sly_set_timeout(sly_conn *c, unsigned ms, sly_error *err);
 
 /* Limits and identity the server reports in its hello reply. */
 typedef struct {

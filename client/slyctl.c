@@ -5,6 +5,7 @@
  * success, 1 on any error (one line "slyctl: CODE: message" on stderr), 2 on
  * a usage error (a message and the usage line on stderr).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdbool.h>
@@ -24,7 +25,12 @@
 #endif
 
 #define USAGE_LINE                                                             \
-  "usage: slyctl [--json] [-s PATH] [-h|--help] [--version] COMMAND [ARGS]"
+  "usage: slyctl [--json] [-s PATH] [--timeout SECONDS] [-h|--help] "          \
+  "[--version] COMMAND [ARGS]"
+
+/* --timeout's ceiling: a day, far above any forward, well inside unsigned
+ * milliseconds. */
+#define CTL_TIMEOUT_MAX_S 86400
 
 /* A handler's return value for a usage error it has already described. */
 #define CTL_USAGE SLY__CTL_USAGE
@@ -314,6 +320,9 @@ static void help(void) {
          "  --json         print the reply as JSON (read commands, forward,\n"
          "                 activate)\n"
          "  -s PATH        the socket of slyced\n"
+         "  --timeout SECONDS\n"
+         "                 give up (exit 1) when slyced answers nothing for\n"
+         "                 this long (default: wait; at most 86400)\n"
          "  -h, --help     this help\n"
          "  --version      the version of slyctl\n\n"
          "Commands:\n");
@@ -353,9 +362,11 @@ int main(int argc, char **argv) {
       {"socket", required_argument, NULL, 's'},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
+      {"timeout", required_argument, NULL, 't'},
       {NULL, 0, NULL, 0}};
   ctl x = {0};
   const char *sock = NULL;
+  unsigned timeout_ms = 0;
   int opt;
   /* '+': options after the command belong to the command. */
   opterr = 0; /* its messages name argv[0]; ours say "slyctl" */
@@ -373,6 +384,17 @@ int main(int argc, char **argv) {
     case 'V':
       printf("slyctl %s\n", SLY_VERSION);
       return 0;
+    case 't': {
+      char *end;
+      errno = 0;
+      double sec = strtod(optarg, &end);
+      if (errno != 0 || end == optarg || *end != '\0' || !(sec > 0) ||
+          sec > CTL_TIMEOUT_MAX_S)
+        return usage_error("--timeout '%s': expected seconds, more than 0 "
+                           "and at most 86400", optarg);
+      timeout_ms = (unsigned)(sec * 1000 + 0.999);
+      break;
+    }
     case ':':
       return usage_error("option '%s' needs an argument", argv[optind - 1]);
     default:
@@ -393,6 +415,12 @@ int main(int argc, char **argv) {
   if (cmd == NULL)
     return usage_error("unknown command '%s'", name);
   int nargs = argc - optind - 1;
+  for (int i = optind + 1; i < argc; i++)
+    if (strcmp(argv[i], "--help") == 0) {
+      printf("usage: slyctl [options] %s%s%s\n%s\n", cmd->name,
+             cmd->args[0] != '\0' ? " " : "", cmd->args, cmd->help);
+      return 0;
+    }
   if (nargs < cmd->min_args || nargs > cmd->max_args) {
     fprintf(stderr, "slyctl: wrong number of arguments for '%s'\n", name);
     fprintf(stderr, "usage: slyctl [options] %s%s%s\n", cmd->name,
@@ -405,6 +433,8 @@ int main(int argc, char **argv) {
   sly_error err = {0};
   x.socket = socket_shown(sock);
   int rc = sly_connect(sock, &x.conn, &err);
+  if (rc == 0 && timeout_ms > 0)
+    rc = sly_set_timeout(x.conn, timeout_ms, &err);
   if (rc == 0)
     rc = cmd->run(&x, nargs, argv + optind + 1, &err);
   sly_close(x.conn);

@@ -90,6 +90,10 @@ static int parse_args(int argc, char **argv, fwd_args *a) {
     return usage("slice %s and --pipeline together", a->slice);
   if (a->slice == NULL && a->pipeline == NULL)
     return usage("%s", "no slice name and no --pipeline");
+  /* Every module returns at least one tensor: without a file for it the
+   * forward would run for nothing. */
+  if (a->n_out == 0)
+    return usage("%s", "no --out: give one file for each output");
   return 0;
 }
 

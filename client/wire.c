@@ -79,6 +79,9 @@ static int send_frame(sly_conn *c, const uint8_t *frame, size_t len, int fd,
         continue;
       int e = errno;
       /* The connection stays open for parting_words(); the caller kills. */
+      if (e == EAGAIN || e == EWOULDBLOCK)
+        return sly__fail(err, SLY_E_IO, "slyced took nothing in %u ms (the "
+                         "timeout); the connection is closed", c->timeout_ms);
       return sly__fail_errno(err, SLY_E_IO, e, "send to slyced");
     }
     /* The fd went with the first bytes; the rest goes without it. */
@@ -144,6 +147,9 @@ static int recv_upto(sly_conn *c, void *buf, size_t min, size_t max,
         continue;
       int e = errno;
       sly__conn_kill(c);
+      if (e == EAGAIN || e == EWOULDBLOCK)
+        return sly__fail(err, SLY_E_IO, "no reply from slyced in %u ms (the "
+                         "timeout); the connection is closed", c->timeout_ms);
       return sly__fail_errno(err, SLY_E_IO, e, "receive from slyced");
     }
     bool fit = take_fds(&msg, rep);

@@ -174,6 +174,39 @@ Test(client_fake, a_reply_with_another_id_is_a_protocol_error_and_closes,
   sly_close(c);
 }
 
+/* Reads the request, never answers, and waits for the client to give up. */
+static void script_silent(fake *f) {
+  FCHECK(f, fake_expect(f, "list") >= 0, "no list");
+  fake_expect_eof(f);
+}
+
+/* A server that has stopped answering (SIGSTOP, a hung executor) ends the
+ * call after the timeout instead of never, and the connection is closed:
+ * its late reply would answer the next request. */
+Test(client_fake, a_reply_that_never_comes_ends_at_the_timeout,
+     .timeout = 20) {
+  fake *f = fake_start(script_silent, 0);
+  sly_conn *c = fake_connect(f);
+  sly_error err = {0};
+  cr_assert(eq(int, sly_set_timeout(c, 200, &err), 0), "%s", err.message);
+  sly_slice_list *l = NULL;
+  struct timeval t0, t1;
+  gettimeofday(&t0, NULL);
+  cr_assert(eq(int, sly_list(c, &l, &err), SLY_E_IO));
+  gettimeofday(&t1, NULL);
+  long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_usec - t0.tv_usec) / 1000;
+  cr_assert(ms >= 150, "gave up after %ld ms, before the timeout", ms);
+  cr_assert(eq(str, err.message, "no reply from slyced in 200 ms (the "
+                                 "timeout); the connection is closed"));
+  cr_assert(l == NULL);
+  fake_finish(f); /* the client closed its socket: the fake saw EOF */
+  cr_assert(eq(int, sly_list(c, &l, &err), SLY_E_IO));
+  cr_assert(eq(str, err.message, "connection closed"));
+  cr_assert(eq(int, sly_set_timeout(c, 200, &err), SLY_E_IO));
+  sly_close(c);
+  cr_assert(eq(int, sly_set_timeout(NULL, 200, &err), SLY_E_INVALID_ARG));
+}
+
 static void script_oversize(fake *f) {
   FCHECK(f, fake_expect(f, "list") >= 0, "no list");
   uint32_t n = (uint32_t)f->arg;

@@ -127,6 +127,40 @@ Test(slyctl_fake, usage_errors_exit_2_with_the_usage_line) {
   cr_assert(eq(int, r.exit_code, 0));
   cr_assert(strstr(r.out, "shutdown") != NULL);
   td_cmd_free(&r);
+  /* A command's own --help: its usage, on stdout, without connecting. */
+  run_ctl(NULL, (const char *const[]){"status", "--help", NULL}, &r);
+  cr_assert(eq(int, r.exit_code, 0), "%s", r.err);
+  cr_assert(eq(str, r.out, "usage: slyctl [options] status\n"
+                           "server, device, socket, slices, uptime\n"));
+  td_cmd_free(&r);
+  static const char *const bad_timeouts[] = {"abc", "0", "-1", "100000",
+                                             "1s", ""};
+  for (size_t i = 0; i < 6; i++) {
+    run_ctl(NULL, (const char *const[]){"--timeout", bad_timeouts[i], "list",
+                                        NULL},
+            &r);
+    cr_assert(eq(int, r.exit_code, 2), "--timeout '%s': %s", bad_timeouts[i],
+              r.err);
+    cr_assert(strstr(r.err, "--timeout") != NULL, "%s", r.err);
+    td_cmd_free(&r);
+  }
+}
+
+static void script_silent(fake *f) {
+  FCHECK(f, fake_expect(f, "list") >= 0, "no list");
+  fake_expect_eof(f);
+}
+
+/* A daemon that answers nothing (stopped, hung) ends slyctl at --timeout. */
+Test(slyctl_fake, timeout_gives_up_on_a_silent_daemon, .timeout = 30) {
+  fake *f = fake_start(script_silent, 0);
+  td_cmd r;
+  run_ctl(f, (const char *const[]){"--timeout", "0.2", "list", NULL}, &r);
+  fake_finish(f);
+  cr_assert(eq(int, r.exit_code, 1), "%s", r.err);
+  cr_assert(eq(str, r.err, "slyctl: IO: no reply from slyced in 200 ms (the "
+                           "timeout); the connection is closed\n"));
+  td_cmd_free(&r);
 }
 
 static void script_ctl_status(fake *f) {
@@ -411,14 +445,16 @@ Test(slyctl_fake, forward_json_with_cast_to_bfloat16_over_a_pipeline,
 static void script_eof(fake *f) { fake_expect_eof(f); }
 
 Test(slyctl_fake, a_bad_npy_input_is_named_and_nothing_is_sent, .timeout = 30) {
-  char dir[64], pa[128];
+  char dir[64], pa[128], py[128];
   scratch(dir, sizeof(dir));
   FILE *fp = fopen(in_dir(pa, dir, "bad.npy"), "w");
   fputs("this is not a NumPy file at all", fp);
   fclose(fp);
   fake *f = fake_start(script_eof, 0);
   td_cmd r;
-  run_ctl(f, (const char *const[]){"forward", "enc", "--in", pa, NULL}, &r);
+  run_ctl(f, (const char *const[]){"forward", "enc", "--in", pa, "--out",
+                                    in_dir(py, dir, "y.npy"), NULL},
+          &r);
   fake_finish(f);
   cr_assert(eq(int, r.exit_code, 1));
   char want[256];
@@ -432,6 +468,7 @@ Test(slyctl_fake, a_bad_npy_input_is_named_and_nothing_is_sent, .timeout = 30) {
 Test(slyctl_fake, forward_usage_errors_need_no_server) {
   const char *const *cases[] = {
       (const char *const[]){"forward", "--in", "a.npy", NULL},
+      (const char *const[]){"forward", "a", "--in", "a.npy", NULL},
       (const char *const[]){"forward", "a", "--pipeline", "p", NULL},
       (const char *const[]){"forward", "a", "b", NULL},
       (const char *const[]){"forward", "a", "--cast", "float16", NULL},
