@@ -208,33 +208,90 @@ static int cmd_forward(ctl *x, int argc, char **argv, sly_error *err) {
   return sly__ctl_forward(x->conn, x->json, argc, argv, err);
 }
 
-static int check_activate(int argc, char **argv) {
-  if (argc < 2 || strcmp(argv[1], "--no-wait") == 0)
+/* activate's NAME and --no-wait, in either order: 0, or CTL_USAGE after
+ * saying what is wrong. */
+static int activate_args(int argc, char **argv, const char **name,
+                         bool *wait) {
+  *name = NULL;
+  *wait = true;
+  for (int i = 0; i < argc; i++) {
+    if (strcmp(argv[i], "--no-wait") == 0) {
+      *wait = false;
+    } else if (argv[i][0] == '-' || *name != NULL) {
+      fprintf(stderr, "slyctl: activate: %s '%s'\n",
+              argv[i][0] == '-' ? "unknown option" : "a second slice name",
+              argv[i]);
+      goto usage;
+    } else {
+      *name = argv[i];
+    }
+  }
+  if (*name != NULL)
     return 0;
-  fprintf(stderr,
-          "slyctl: activate: unknown option '%s'\n"
-          "usage: slyctl [options] activate NAME [--no-wait]\n",
-          argv[1]);
+  fprintf(stderr, "slyctl: activate: no slice name\n");
+usage:
+  fprintf(stderr, "usage: slyctl [options] activate NAME [--no-wait]\n");
   return CTL_USAGE;
 }
 
+static int check_activate(int argc, char **argv) {
+  const char *name;
+  bool wait;
+  return activate_args(argc, argv, &name, &wait);
+}
+
 static int cmd_activate(ctl *x, int argc, char **argv, sly_error *err) {
-  bool wait = argc < 2;
+  const char *name;
+  bool wait;
+  if (activate_args(argc, argv, &name, &wait) != 0)
+    return CTL_USAGE;
   char tier[8];
-  int rc = sly_set_active_slice(x->conn, argv[0], wait, tier, err);
+  int rc = sly_set_active_slice(x->conn, name, wait, tier, err);
   if (rc < 0)
     return rc;
   if (x->json) {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "slice", argv[0]);
+    cJSON_AddStringToObject(j, "slice", name);
     cJSON_AddStringToObject(j, "tier", tier);
     sly__ctl_print_json(j);
     cJSON_Delete(j);
   } else {
-    printf("%s: active, %s %s\n", argv[0], wait ? "on" : "loading, now on",
+    printf("%s: active, %s %s\n", name, wait ? "on" : "loading, now on",
            tier);
   }
   return 0;
+}
+
+/* CONFIG_JSON is parsed here too, so that a typo is shown where it is
+ * before anything is sent. */
+static int check_add_slice(int argc, char **argv) {
+  if (argc < 3)
+    return 0;
+  const char *end = NULL;
+  cJSON *j = cJSON_ParseWithOpts(argv[2], &end, true);
+  bool object = cJSON_IsObject(j);
+  cJSON_Delete(j);
+  if (object)
+    return 0;
+  if (j == NULL)
+    fprintf(stderr, "slyctl: add-slice: CONFIG_JSON is not JSON (error near "
+            "byte %td: '%.20s')\n", end ? end - argv[2] : 0, end ? end : "");
+  else
+    fprintf(stderr, "slyctl: add-slice: CONFIG_JSON must be a JSON object\n");
+  fprintf(stderr, "usage: slyctl [options] add-slice NAME CONSTRUCTOR "
+          "[CONFIG_JSON]\n");
+  return CTL_USAGE;
+}
+
+/* The tier of load, evict and pin, checked before connecting. */
+static int check_tier(int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "gpu") == 0 || strcmp(argv[1], "cpu") == 0 ||
+      strcmp(argv[1], "disk") == 0)
+    return 0;
+  fprintf(stderr, "slyctl: tier '%s': expected gpu, cpu or disk\n"
+          "usage: slyctl [options] load|evict|pin NAME gpu|cpu|disk\n",
+          argv[1]);
+  return CTL_USAGE;
 }
 
 static int cmd_add_slice(ctl *x, int argc, char **argv, sly_error *err) {
@@ -296,13 +353,13 @@ static const ctl_command commands[] = {
     {"activate", 1, 2, cmd_activate, "NAME [--no-wait]",
      "make NAME the default slice and load it", check_activate},
     {"add-slice", 2, 3, cmd_add_slice, "NAME CONSTRUCTOR [CONFIG_JSON]",
-     "add a slice at run time (admin)", NULL},
+     "add a slice at run time (admin)", check_add_slice},
     {"load", 2, 2, cmd_load, "NAME gpu|cpu|disk", "bring a slice up to a tier",
-     NULL},
+     check_tier},
     {"evict", 2, 2, cmd_evict, "NAME gpu|cpu|disk",
-     "leave a slice at most at a tier", NULL},
+     "leave a slice at most at a tier", check_tier},
     {"pin", 2, 2, cmd_pin, "NAME gpu|cpu|disk", "keep a slice at a tier (admin)",
-     NULL},
+     check_tier},
     {"unpin", 1, 1, cmd_unpin, "NAME", "let a pinned slice go (admin)", NULL},
     {"remove-slice", 1, 1, cmd_remove_slice, "NAME", "remove a slice (admin)",
      NULL},

@@ -97,21 +97,22 @@ static int bind_socket(server *s, const config *cfg) {
   int e = errno;
   umask(old);
   if (r < 0) {
-    log_error("bind %s: %s", path, strerror(e));
+    log_error("socket %s: bind: %s (config key socket)", path, strerror(e));
     goto fail;
   }
   unsigned mode = cfg->has_socket_mode ? cfg->socket_mode : 0660;
   if (cfg->has_admin_gid && chown(path, (uid_t)-1, cfg->admin_gid) < 0) {
-    log_error("chown %s to group %s: %s", path, cfg->admin_group,
+    log_error("socket %s: chown to admin_group %s: %s", path, cfg->admin_group,
               strerror(errno));
     goto fail_unlink;
   }
   if (chmod(path, mode) < 0) {
-    log_error("chmod %s %04o: %s", path, mode, strerror(errno));
+    log_error("socket %s: chmod to socket_mode %04o: %s", path, mode,
+              strerror(errno));
     goto fail_unlink;
   }
   if (listen(fd, SOMAXCONN) < 0) {
-    log_error("listen %s: %s", path, strerror(errno));
+    log_error("socket %s: listen: %s", path, strerror(errno));
     goto fail_unlink;
   }
   s->fd = fd;

@@ -122,8 +122,12 @@ int slices_sync_config(slice_registry *r, const config *cfg) {
       i++;
       continue;
     }
-    log_info("slice %s: %s by the config", s->name,
-             c == NULL ? "removed" : "replaced");
+    if (c != NULL && s->runtime)
+      log_warn("slice %s: added at run time, replaced by the config's slice "
+               "of the same name", s->name);
+    else
+      log_info("slice %s: %s by the config", s->name,
+               c == NULL ? "removed" : "replaced");
     slices_remove(r, s->name);
   }
   for (size_t i = 0; i < cfg->n_slices; i++) {

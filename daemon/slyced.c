@@ -35,7 +35,7 @@ static void status_cb(uv_timer_t *t) {
 static void apply_log(const config *cfg) {
   int r = log_configure(cfg->log_level, cfg->log_console, cfg->log_file);
   if (r < 0)
-    log_error("log file %s: %s; keeping the previous log sinks",
+    log_error("log.file %s: %s; keeping the previous log sinks",
               cfg->log_file ? cfg->log_file : "-", strerror(-r));
 }
 

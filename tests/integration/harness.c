@@ -514,13 +514,18 @@ static bool td_slurp(int fd, char **buf, size_t *len) {
 }
 
 void td_slyctl(const char *env_socket, const char *const argv[], td_cmd *r) {
-  cr_assert(access(TD_SLYCTL, X_OK) == 0, "%s is not built", TD_SLYCTL);
+  td_run(TD_SLYCTL, env_socket, argv, r);
+}
+
+void td_run(const char *prog, const char *env_socket, const char *const argv[],
+            td_cmd *r) {
+  cr_assert(access(prog, X_OK) == 0, "%s is not built", prog);
   int po[2], pe[2];
   cr_assert(pipe2(po, O_CLOEXEC) == 0 && pipe2(pe, O_CLOEXEC) == 0, "pipe");
-  const char *args[32] = {TD_SLYCTL};
+  const char *args[32] = {prog};
   size_t n = 1;
   for (; argv[n - 1]; n++) {
-    cr_assert(n < 31, "too many slyctl arguments");
+    cr_assert(n < 31, "too many arguments");
     args[n] = argv[n - 1];
   }
   args[n] = NULL;
@@ -534,7 +539,7 @@ void td_slyctl(const char *env_socket, const char *const argv[], td_cmd *r) {
       setenv(SLY_SOCKET_ENV, env_socket, 1);
     else
       unsetenv(SLY_SOCKET_ENV);
-    execv(TD_SLYCTL, (char *const *)args);
+    execv(prog, (char *const *)args);
     _exit(127);
   }
   close(po[1]);
@@ -551,7 +556,7 @@ void td_slyctl(const char *env_socket, const char *const argv[], td_cmd *r) {
     if (left <= 0) {
       kill(pid, SIGKILL);
       waitpid(pid, NULL, 0);
-      cr_assert_fail("slyctl %s ran longer than 20 s", argv[0]);
+      cr_assert_fail("%s %s ran longer than 20 s", prog, argv[0]);
     }
     if (poll(p, 2, (int)left) < 0 && errno != EINTR)
       cr_assert_fail("poll: %s", strerror(errno));

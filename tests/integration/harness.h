@@ -119,7 +119,7 @@ bool td_maps_contains(const td *d, const char *needle);
 int td_maps_files(pid_t pid, const char *needle, unsigned long *inodes,
                   int max);
 
-/* A finished slyctl run. */
+/* A finished slyctl (or other) run. */
 typedef struct {
   int exit_code; /* 128 + signal when killed */
   char *out;
@@ -130,6 +130,9 @@ typedef struct {
  * set to `env_socket`, or unset when it is NULL. Aborts the test when slyctl
  * runs longer than 20 s. The caller frees the result with td_cmd_free(). */
 void td_slyctl(const char *env_socket, const char *const argv[], td_cmd *r);
+/* The same for any program (td_slyced_path(), for one). */
+void td_run(const char *prog, const char *env_socket, const char *const argv[],
+            td_cmd *r);
 void td_cmd_free(td_cmd *r);
 
 /* Sleeps for `ms` milliseconds. */

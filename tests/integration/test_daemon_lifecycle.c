@@ -180,3 +180,52 @@ Test(daemon_lifecycle, early_exit_on_a_bad_config_is_reported) {
   free(logs);
   td_destroy(d);
 }
+
+/* --check reads the config as a start would, declares each slice (whose
+ * constructor config a running slyced checks only at first use) and exits
+ * without starting: 0 and a summary, or 1 and one line per bad slice. */
+Test(daemon_lifecycle, check_validates_slice_configs_without_starting) {
+  td *d = td_new(NULL);
+  td_write_config(d, "\"slices\": [{\"name\": \"a\", \"constructor\": "
+                     "\"linear\", \"config\": {\"in_features\": 4, "
+                     "\"out_features\": 2}}]");
+  td_cmd r;
+  td_run(td_slyced_path(), NULL,
+         (const char *const[]){"-c", d->config, "--check", NULL}, &r);
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  /* weight and bias, each in a 4 KiB step of the blob */
+  cr_assert(strstr(r.out, "slice a: linear, 8192 bytes\n") != NULL, "%s",
+            r.out);
+  cr_assert(strstr(r.out, ": ok (1 slices, 0 pipelines)") != NULL, "%s",
+            r.out);
+  td_cmd_free(&r);
+  cr_assert(access(d->sock, F_OK) != 0, "--check created the socket");
+
+  td_write_config(d, "\"slices\": [{\"name\": \"a\", \"constructor\": "
+                     "\"linear\", \"config\": {\"in_features\": 4, "
+                     "\"outfeatures\": 2}}, {\"name\": \"b\", \"constructor\":"
+                     " \"linear\", \"config\": {\"in_features\": 4, "
+                     "\"out_features\": 2, \"weights\": \"none.safetensors\"}"
+                     "}, {\"name\": \"c\", \"constructor\": \"linear\", "
+                     "\"config\": {\"in_features\": 4, \"out_features\": 2}}]");
+  td_run(td_slyced_path(), NULL,
+         (const char *const[]){"-c", d->config, "--check", NULL}, &r);
+  cr_assert_eq(r.exit_code, 1, "%s", r.out);
+  cr_assert(strstr(r.err, "slices[0] (a): config.outfeatures: unknown key") !=
+                NULL, "%s", r.err);
+  cr_assert(strstr(r.err, "slices[1] (b): config.weights: ") != NULL &&
+                strstr(r.err, "none.safetensors: No such file") != NULL,
+            "%s", r.err);
+  cr_assert(strstr(r.out, "slice c: linear") != NULL, "%s", r.out);
+  td_cmd_free(&r);
+
+  /* A file a start refuses, --check refuses alike. */
+  td_write_config(d, "\"max_frame_byte\": 1");
+  td_run(td_slyced_path(), NULL,
+         (const char *const[]){"-c", d->config, "--check", NULL}, &r);
+  cr_assert_eq(r.exit_code, 1);
+  cr_assert(strstr(r.err, "unknown key \"max_frame_byte\"") != NULL, "%s",
+            r.err);
+  td_cmd_free(&r);
+  td_destroy(d);
+}

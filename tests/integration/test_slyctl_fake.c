@@ -475,6 +475,13 @@ Test(slyctl_fake, forward_usage_errors_need_no_server) {
       (const char *const[]){"forward", "a", "--in", NULL},
       (const char *const[]){"forward", "a", "--frobnicate", NULL},
       (const char *const[]){"activate", "a", "--later", NULL},
+      (const char *const[]){"activate", "--no-wait", NULL},
+      (const char *const[]){"activate", "a", "b", NULL},
+      (const char *const[]){"load", "a", "GPU", NULL},
+      (const char *const[]){"evict", "a", "ram", NULL},
+      (const char *const[]){"pin", "a", "", NULL},
+      (const char *const[]){"add-slice", "a", "linear", "{bad json", NULL},
+      (const char *const[]){"add-slice", "a", "linear", "[1, 2]", NULL},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     td_cmd r;
@@ -529,7 +536,7 @@ static void script_ctl_slices(fake *f) {
 Test(slyctl_fake, activate_add_slice_and_remove_slice, .timeout = 30) {
   const char *const *argv[] = {
       (const char *const[]){"activate", "enc", NULL},
-      (const char *const[]){"--json", "activate", "enc", "--no-wait", NULL},
+      (const char *const[]){"--json", "activate", "--no-wait", "enc", NULL},
       (const char *const[]){"add-slice", "head", "linear",
                             "{\"in_features\": 4}", NULL},
       (const char *const[]){"remove-slice", "head", NULL},
