@@ -487,6 +487,10 @@ int main(int argc, char **argv) {
 
   if (cmd->check != NULL && cmd->check(nargs, argv + optind + 1) != 0)
     return 2;
+  /* A view refreshed in place has no JSON form; stats --json is its data. */
+  if (x.json && strcmp(cmd->name, "top") == 0)
+    return usage_error("%s", "top has no --json; slyctl --json stats gives "
+                             "the same figures");
   sly_error err = {0};
   x.socket = socket_shown(sock);
   int rc = sly_connect(sock, &x.conn, &err);

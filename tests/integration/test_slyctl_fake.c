@@ -113,6 +113,7 @@ Test(slyctl_fake, usage_errors_exit_2_with_the_usage_line) {
       (const char *const[]){"list", "extra", NULL},
       (const char *const[]){"--bogus", "list", NULL},
       (const char *const[]){"-s", NULL},
+      (const char *const[]){"--json", "top", NULL},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     td_cmd r;
