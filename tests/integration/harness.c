@@ -513,6 +513,21 @@ static bool td_slurp(int fd, char **buf, size_t *len) {
   return true;
 }
 
+void td_assert_refused(td *d, const char *what, const char *a,
+                       const char *b) {
+  td_launch(d);
+  cr_assert(!td_wait_notify(d, "READY=1", TD_READY_TIMEOUT_MS),
+            "slyced started with %s", what);
+  cr_assert(d->exited && WIFEXITED(d->status) && WEXITSTATUS(d->status) != 0,
+            "slyced should exit non-zero with %s (status 0x%x)", what,
+            d->status);
+  char *logs = td_logs(d, 8000);
+  cr_assert(logs && strstr(logs, a) && (b == NULL || strstr(logs, b)),
+            "the log does not say what is wrong with %s (%s%s%s):\n%s", what,
+            a, b ? ", " : "", b ? b : "", logs ? logs : "");
+  free(logs);
+}
+
 void td_slyctl(const char *env_socket, const char *const argv[], td_cmd *r) {
   td_run(TD_SLYCTL, env_socket, argv, r);
 }

@@ -74,6 +74,11 @@ td *td_start_opts(const td_opts *o);
 td *td_new(const td_opts *o);
 void td_launch(td *d);
 
+/* Launches `d` and asserts that it refuses to start: no READY, a non-zero
+ * exit, and a log holding `a` and `b` (b may be NULL). `what` says what it
+ * was started with, for the failure message. */
+void td_assert_refused(td *d, const char *what, const char *a, const char *b);
+
 /* Rewrites the config file with `extra_json` merged in (for reloads). */
 void td_write_config(td *d, const char *extra_json);
 /* Writes `text` as the whole config file. */

@@ -81,19 +81,11 @@ Test(daemon_lifecycle, regular_file_at_the_socket_path_is_left_alone) {
   cr_assert(f, "create %s: %s", d->sock, strerror(errno));
   fputs("not a socket\n", f);
   fclose(f);
-  td_launch(d);
-  cr_assert(!td_wait_notify(d, "READY=1", TD_READY_TIMEOUT_MS),
-            "slyced started over a regular file");
-  cr_assert(d->exited && WIFEXITED(d->status) && WEXITSTATUS(d->status) != 0,
-            "slyced should exit non-zero (status 0x%x)", d->status);
+  td_assert_refused(d, "a regular file at its socket path", d->sock, NULL);
   char *text = td_read_tail(d->sock, 100);
   cr_assert(text && strcmp(text, "not a socket\n") == 0,
             "the file at the socket path was changed");
   free(text);
-  char *logs = td_logs(d, 8000);
-  cr_assert(logs && strstr(logs, d->sock), "the log does not name %s:\n%s",
-            d->sock, logs);
-  free(logs);
   td_destroy(d);
 }
 
@@ -169,15 +161,7 @@ Test(daemon_lifecycle, socket_activation_uses_the_passed_listening_fd) {
 Test(daemon_lifecycle, early_exit_on_a_bad_config_is_reported) {
   td_opts o = {.extra_json = "\"no_such_key\": 1"};
   td *d = td_new(&o);
-  td_launch(d);
-  cr_assert(!td_wait_notify(d, "READY=1", TD_READY_TIMEOUT_MS),
-            "slyced started with an unknown config key");
-  cr_assert(d->exited && WIFEXITED(d->status) && WEXITSTATUS(d->status) != 0,
-            "slyced should exit non-zero (status 0x%x)", d->status);
-  char *logs = td_logs(d, 8000);
-  cr_assert(logs && strstr(logs, "no_such_key"),
-            "the error does not name the key:\n%s", logs);
-  free(logs);
+  td_assert_refused(d, "an unknown config key", "no_such_key", NULL);
   td_destroy(d);
 }
 

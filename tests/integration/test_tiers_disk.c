@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -512,16 +511,8 @@ Test(tiers_disk, a_cache_path_that_is_a_file_is_refused_at_start) {
   char keys[TD_PATH_MAX + 64];
   snprintf(keys, sizeof keys, "\"disk_cache_path\": \"%s\"", path);
   td_write_config(d, keys);
-  td_launch(d);
-  cr_assert(!td_wait_notify(d, "READY=1", TD_READY_TIMEOUT_MS),
-            "slyced started with a file as its disk cache");
-  cr_assert(d->exited && WIFEXITED(d->status) && WEXITSTATUS(d->status) != 0,
-            "slyced should exit non-zero (status 0x%x)", d->status);
-  char *logs = td_logs(d, 8000);
-  cr_assert(logs && strstr(logs, "disk_cache_path") &&
-                strstr(logs, "not a folder"),
-            "the log does not say what is wrong:\n%s", logs);
-  free(logs);
+  td_assert_refused(d, "a file as its disk cache", "disk_cache_path",
+                    "not a folder");
   char *text = td_read_tail(path, 100);
   cr_assert(text && strcmp(text, "not a folder\n") == 0,
             "the file at disk_cache_path was changed");
