@@ -521,6 +521,15 @@ int conn_region_remove(conn *c, uint64_t id, proto_error *err) {
     c->regions[i] = c->regions[--c->n_regions];
     return 0;
   }
-  return proto_fail(err, SLY_E_BAD_REGION, "no region %llu on this connection",
-                    (unsigned long long)id);
+  return conn_no_region(c, "", id, err);
+}
+
+int conn_no_region(conn *c, const char *field, uint64_t id, proto_error *err) {
+  if (c->pool != NULL && outpool_has_region(c->pool, id))
+    return proto_fail(err, SLY_E_BAD_REGION,
+                      "%sregion %llu is a server region (it holds slyced's "
+                      "outputs); only a region this client mapped fits here",
+                      field, (unsigned long long)id);
+  return proto_fail(err, SLY_E_BAD_REGION, "%sno region %llu on this connection",
+                    field, (unsigned long long)id);
 }

@@ -120,6 +120,10 @@ void conn_close(conn *c);
 int conn_region_add(conn *c, region *r, proto_error *err);
 region *conn_region_find(const conn *c, uint64_t id);
 int conn_region_remove(conn *c, uint64_t id, proto_error *err);
+/* BAD_REGION for `id`, which names none of the client's regions, prefixed
+ * with `field` ("inputs[0]: ", or ""): a server region's id (client and
+ * server regions share one numbering) is said to be one. */
+int conn_no_region(conn *c, const char *field, uint64_t id, proto_error *err);
 
 uint64_t conn_now_us(void);
 

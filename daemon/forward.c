@@ -459,9 +459,9 @@ int forward_submit(conn *c, const proto_request *req, slice *const *slices,
     region *r = conn_region_find(c, t->region);
     if (r == NULL) {
       job_free(j);
-      return proto_fail(err, SLY_E_BAD_REGION,
-                        "inputs[%u]: no region %llu on this connection", i,
-                        (unsigned long long)t->region);
+      char field[32];
+      snprintf(field, sizeof(field), "inputs[%u]: ", i);
+      return conn_no_region(c, field, t->region, err);
     }
     proto_error e;
     if (proto_tensor_check(t, r->bytes, &e) < 0) {
@@ -480,9 +480,7 @@ int forward_submit(conn *c, const proto_request *req, slice *const *slices,
   if (req->has_out) {
     region *r = conn_region_find(c, req->out.region);
     proto_error e;
-    int rc = r == NULL ? proto_fail(&e, SLY_E_BAD_REGION,
-                                    "no region %llu on this connection",
-                                    (unsigned long long)req->out.region)
+    int rc = r == NULL ? conn_no_region(c, "", req->out.region, &e)
              : !r->writable
                  ? proto_fail(&e, SLY_E_BAD_REGION,
                               "region %llu is sealed against writes",

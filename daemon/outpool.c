@@ -281,6 +281,13 @@ bool outpool_has_lease(outpool *p, uint64_t lease) {
   return l != NULL && lease != 0;
 }
 
+bool outpool_has_region(outpool *p, uint64_t id) {
+  pthread_mutex_lock(&p->mu);
+  bool has = find_region(p, id) != NULL;
+  pthread_mutex_unlock(&p->mu);
+  return has;
+}
+
 uint64_t outpool_live_bytes(outpool *p) {
   pthread_mutex_lock(&p->mu);
   uint64_t n = p->live_bytes;

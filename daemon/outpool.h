@@ -64,6 +64,8 @@ size_t outpool_take_new_fds(outpool *p, const uint64_t *ids, size_t n_ids,
 int outpool_release(outpool *p, uint64_t lease, uint64_t *retired,
                     size_t *n_retired, size_t max, proto_error *err);
 bool outpool_has_lease(outpool *p, uint64_t lease);
+/* Whether `id` is one of the pool's live server regions. */
+bool outpool_has_region(outpool *p, uint64_t id);
 
 /* Live (unreleased) output bytes. */
 uint64_t outpool_live_bytes(outpool *p);
