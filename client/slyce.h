@@ -82,7 +82,10 @@ void sly_close(sly_conn *c);
 /* Gives up on a reply (or a send) that makes no progress for `ms`
  * milliseconds: the call fails with SLY_E_IO and the connection is closed,
  * since the late reply would answer the wrong request. 0, the default,
- * waits for as long as it takes; a forward on a big model may take long. */
+ * waits for as long as it takes; a forward on a big model may take long.
+ * The request given up on may still run in slyced: a forward with `out`
+ * in an arena may write there later, so reuse no arena memory of a timed-out
+ * connection (sly_close unmaps it). connect() itself is not timed. */
 int sly_set_timeout(sly_conn *c, unsigned ms, sly_error *err);
 
 /* Limits and identity the server reports in its hello reply. */

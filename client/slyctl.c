@@ -375,7 +375,7 @@ static void help(void) {
          SLY_SOCKET_ENV, SLY_DEFAULT_SOCKET);
   printf("Options:\n"
          "  --json         print the reply as JSON (read commands, forward,\n"
-         "                 activate)\n"
+         "                 activate, reload)\n"
          "  -s PATH        the socket of slyced\n"
          "  --timeout SECONDS\n"
          "                 give up (exit 1) when slyced answers nothing for\n"
@@ -449,7 +449,10 @@ int main(int argc, char **argv) {
           sec > CTL_TIMEOUT_MAX_S)
         return usage_error("--timeout '%s': expected seconds, more than 0 "
                            "and at most 86400", optarg);
-      timeout_ms = (unsigned)(sec * 1000 + 0.999);
+      /* Rounded up, and never to 0, which would mean no timeout. */
+      timeout_ms = (unsigned)ceil(sec * 1000);
+      if (timeout_ms == 0)
+        timeout_ms = 1;
       break;
     }
     case ':':

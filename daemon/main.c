@@ -24,9 +24,11 @@ static void usage(FILE *f) {
              "       slyced --version | --help\n"
              "Serves PyTorch model slices over a Unix socket (see "
              "config/README.md).\n"
-             "--check reads CONFIG as a start would, declares each slice's "
+             "--check loads CONFIG as a start would, declares each slice's "
              "module\n"
-             "(reading no weights) and exits: 0 when all is well.\n");
+             "(reading no weights; no socket, device or log file is "
+             "opened) and exits:\n"
+             "0 when all is well.\n");
 }
 
 /* A slice's "weights" file, when it names one that is not a readable

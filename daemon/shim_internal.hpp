@@ -123,6 +123,11 @@ namespace shim {
 // Collects the module's unique tensors into m->slots with their places in
 // the blob and sets m->blob_bytes; allocates nothing (shim_weights.cpp).
 void plan_blob(shim_module *m);
+// Calls add() for each tensor constant of a TorchScript module's code that
+// plan_blob makes a slot of, in slot order (shim_weights.cpp).
+void each_constant(const shim_module *m,
+                   const std::function<void(const std::string &,
+                                            const at::Tensor &)> &add);
 // A fresh host blob of m->blob_bytes (uint8, SHIM_BLOB_ALIGN-aligned, its
 // padding zeroed, its slots not), whose memory m->own_memory watches.
 at::Tensor new_blob(shim_module *m);

@@ -38,36 +38,6 @@ bool dense(const at::Tensor &t) {
   return t.layout() == at::kStrided && !t.is_quantized();
 }
 
-// Calls add() for each tensor a TorchScript module's code holds as a
-// constant, in the order of its functions and their nodes, which loading one
-// file always gives alike. Freezing folds a module's weights into its code,
-// and tracing captures any tensor that was not a parameter or buffer; served
-// as attributes are, they count in the budgets and go to the device with the
-// rest of the slice instead of staying on the CPU. Only dense ones: a packed
-// or quantized constant stays where it is.
-void each_constant(const shim_module *m,
-                   const std::function<void(const std::string &,
-                                            const at::Tensor &)> &add) {
-  size_t k = 0;
-  std::function<void(torch::jit::Block *)> walk = [&](torch::jit::Block *b) {
-    for (torch::jit::Node *n : b->nodes()) {
-      if (n->kind() == c10::prim::Constant &&
-          n->hasAttribute(c10::attr::value) &&
-          n->kindOf(c10::attr::value) == torch::jit::AttributeKind::t) {
-        const at::Tensor &t = n->t(c10::attr::value);
-        if (t.defined() && dense(t))
-          add("(constant " + std::to_string(k++) + ")", t);
-      }
-      for (torch::jit::Block *sub : n->blocks())
-        walk(sub);
-    }
-  };
-  auto cu = m->jit._ivalue()->compilation_unit();
-  for (torch::jit::Function *fn : cu->get_functions())
-    if (fn->isGraphFunction())
-      walk(torch::jit::toGraphFunction(*fn).graph()->block());
-}
-
 // The module's tensors, each once (tied weights share one TensorImpl).
 std::vector<Slot> collect(shim_module *m) {
   std::vector<Slot> out;
@@ -158,6 +128,58 @@ std::string st_shape(const st_tensor &t) {
 }
 
 } // namespace
+
+// Calls add() for each tensor a TorchScript module's code holds as a
+// constant, in the order of its functions and their nodes, which loading one
+// file always gives alike. Freezing folds a module's weights into its code,
+// and tracing captures any tensor that was not a parameter or buffer; served
+// as attributes are, they count in the budgets and go to the device with the
+// rest of the slice instead of staying on the CPU. The walk enters nested
+// blocks (if, loop) and subgraphs (the body of a torch.jit.fork). Left where
+// they are: 0-dim constants, which CUDA ops take from the CPU as scalars and
+// which would each cost a blob step; and packed or quantized ones, which
+// only the CPU runs anyway.
+void each_constant(const shim_module *m,
+                   const std::function<void(const std::string &,
+                                            const at::Tensor &)> &add) {
+  size_t k = 0;
+  auto one = [&](const at::Tensor &t) {
+    if (t.defined() && t.dim() > 0 && dense(t))
+      add("(constant " + std::to_string(k++) + ")", t);
+  };
+  std::function<void(torch::jit::Block *)> walk = [&](torch::jit::Block *b) {
+    for (torch::jit::Node *n : b->nodes()) {
+      for (c10::Symbol a : n->attributeNames()) {
+        switch (n->kindOf(a)) {
+        case torch::jit::AttributeKind::t:
+          if (n->kind() == c10::prim::Constant)
+            one(n->t(a));
+          break;
+        case torch::jit::AttributeKind::ts:
+          if (n->kind() == c10::prim::Constant)
+            for (const at::Tensor &t : n->ts(a))
+              one(t);
+          break;
+        case torch::jit::AttributeKind::g:
+          walk(n->g(a)->block());
+          break;
+        case torch::jit::AttributeKind::gs:
+          for (const auto &g : n->gs(a))
+            walk(g->block());
+          break;
+        default:
+          break;
+        }
+      }
+      for (torch::jit::Block *sub : n->blocks())
+        walk(sub);
+    }
+  };
+  auto cu = m->jit._ivalue()->compilation_unit();
+  for (torch::jit::Function *fn : cu->get_functions())
+    if (fn->isGraphFunction())
+      walk(torch::jit::toGraphFunction(*fn).graph()->block());
+}
 
 void plan_blob(shim_module *m) {
   m->slots = collect(m);

@@ -49,7 +49,9 @@ static bool same_str(const char *a, const char *b) {
 static size_t start_only_changes(const config *a, const config *b,
                                  const char *out[SLYCED_START_ONLY_MAX]) {
   size_t n = 0;
-#define START_ONLY(key, changed)                                                 if (changed)                                                                     out[n++] = key;
+#define START_ONLY(key, changed)                                               \
+  if (changed)                                                                 \
+    out[n++] = key;
   START_ONLY("socket", !same_str(a->socket, b->socket))
   START_ONLY("socket_mode", a->has_socket_mode != b->has_socket_mode ||
                                 a->socket_mode != b->socket_mode)
@@ -66,6 +68,34 @@ static size_t start_only_changes(const config *a, const config *b,
              a->limits.max_registered_mb != b->limits.max_registered_mb)
 #undef START_ONLY
   return n;
+}
+
+/* Replaces a string of `next` with a copy of the running one. */
+static bool keep_str(char **next, const char *cur) {
+  char *copy = NULL;
+  if (cur != NULL && (copy = strdup(cur)) == NULL)
+    return false;
+  free(*next);
+  *next = copy;
+  return true;
+}
+
+/* Gives `next` the running values of the keys read only at start, so that
+ * the running config says what runs (hello, status) and the next reload
+ * compares the file with that again. false when out of memory. */
+static bool keep_start_only(const config *cur, config *next) {
+  next->has_socket_mode = cur->has_socket_mode;
+  next->socket_mode = cur->socket_mode;
+  next->gpu_strategy = cur->gpu_strategy;
+  next->max_gpu_mem_mb = cur->max_gpu_mem_mb;
+  next->gpu_reserve_mb = cur->gpu_reserve_mb;
+  next->max_cpu_mem_mb = cur->max_cpu_mem_mb;
+  next->prefetch_depth = cur->prefetch_depth;
+  next->sim_copy_gbps = cur->sim_copy_gbps;
+  next->limits.max_registered_mb = cur->limits.max_registered_mb;
+  return keep_str(&next->socket, cur->socket) &&
+         keep_str(&next->device, cur->device) &&
+         keep_str(&next->disk_cache_path, cur->disk_cache_path);
 }
 
 int slyced_reload(slyced *sd, cJSON *start_only, char err[CONFIG_ERROR_MAX]) {
@@ -92,13 +122,8 @@ int slyced_reload(slyced *sd, cJSON *start_only, char err[CONFIG_ERROR_MAX]) {
     log_warn("reload: %s changed; read only at start, the new values take "
              "effect at the next restart", keys);
   }
-  /* The executor serves one device for the daemon's life. */
-  char *device = strdup(cur->device);
-  if (device != NULL) {
-    free(next->device);
-    next->device = device;
-  }
-  if (device == NULL || slices_sync_config(&sd->slices, next) < 0) {
+  if (!keep_start_only(cur, next) ||
+      slices_sync_config(&sd->slices, next) < 0) {
     snprintf(err, CONFIG_ERROR_MAX, "%s: out of memory applying the config",
              next->path);
     log_error("reload: %s", err);

@@ -120,6 +120,7 @@ int tiers__build(tiers *t, slice *s, bool use_cache, proto_error *err) {
     snprintf(msg, sizeof(msg), "out of memory");
   }
   tier_place *p = &s->place;
+  bool over_budget = false;
   if (rc == 0) {
     s->module = m;
     p->entries = e;
@@ -127,9 +128,11 @@ int tiers__build(tiers *t, slice *s, bool use_cache, proto_error *err) {
     p->bytes = shim_module_blob_bytes(m);
     cache_key(t, s, use_cache);
     /* Its values are made in host memory: a slice that cannot fit there is
-     * refused before they are read or drawn, which takes seconds for a big
-     * one (ensure_host would refuse it all the same, afterwards). */
-    if (!p->on_disk && p->bytes > tiers__cpu_budget(t)) {
+     * refused before a built-in's are read or drawn, which takes seconds
+     * for a big one (ensure_host would refuse it all the same, afterwards;
+     * a TorchScript file has been loaded whole by now). */
+    over_budget = !p->on_disk && p->bytes > tiers__cpu_budget(t);
+    if (over_budget) {
       rc = SLY_E_NO_MEMORY;
       snprintf(msg, sizeof(msg),
                "slice '%s' needs %llu bytes; the cpu budget is %llu", s->name,
@@ -153,7 +156,7 @@ int tiers__build(tiers *t, slice *s, bool use_cache, proto_error *err) {
                                                   : SLICE_FAILED);
     log_error("slice %s: build failed: %s", s->name, msg);
     proto_fail(err, rc, "%s", msg);
-    if (rc == SLY_E_NO_MEMORY && err != NULL && p->bytes > 0) {
+    if (over_budget && err != NULL) {
       err->has_needed = true;
       err->needed = p->bytes;
     }

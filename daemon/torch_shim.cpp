@@ -499,8 +499,9 @@ extern "C" int shim_forward(shim_module *m, const shim_values *in,
       // into a new constant (which keeps pointing into the blob after the
       // slice has moved, freed memory then) or build a fused kernel with
       // the constant's address in it. The setting is per thread; the graph
-      // executor reads it when it makes its plan, in the first forward.
-      torch::jit::setGraphExecutorOptimize(false);
+      // executor reads it when it makes its plan, in the first forward, and
+      // the caller's own setting comes back after.
+      torch::jit::GraphOptimizerEnabledGuard unoptimized(false);
       std::vector<c10::IValue> args(xs.begin(), xs.end());
       flatten(m->jit.forward(std::move(args)), v->t);
     } else {
@@ -590,6 +591,8 @@ extern "C" int shim_testing_views_in_blob(const shim_module *m) {
       for (const auto &a : m->jit.named_attributes(true))
         if (a.value.isTensor())
           ts.push_back(a.value.toTensor());
+      shim::each_constant(
+          m, [&](const std::string &, const at::Tensor &t) { ts.push_back(t); });
     } else {
       for (const auto &p : m->builtin.root->named_parameters(true))
         ts.push_back(p.value());

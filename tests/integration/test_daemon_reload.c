@@ -159,7 +159,16 @@ Test(daemon_reload, reload_names_the_changed_keys_read_only_at_start) {
   free(stats);
   cr_assert(td_logs_wait(d, "max_cpu_mem_mb, prefetch_depth changed", 5000),
             "no warning in the log:\n%s", td_logs(d, 4000));
-  /* Nothing changed, nothing named. */
+  /* The same file again: still not applied, so still named. */
+  cr_assert_eq(sly_request_json(c, "{\"op\": \"reload\"}", &reply, &err), 0,
+               "reload: %s", err.message);
+  cr_assert(strstr(reply, "\"restart_needed\":[\"max_cpu_mem_mb\","
+                          "\"prefetch_depth\"]") != NULL,
+            "a second reload forgot the running values: %s", reply);
+  free(reply);
+  /* The running values back in the file: nothing to name. */
+  td_write_config(d, "\"max_cpu_mem_mb\": 64, \"prefetch_depth\": 1, "
+                     "\"max_frame_bytes\": 16384");
   cr_assert_eq(sly_request_json(c, "{\"op\": \"reload\"}", &reply, &err), 0,
                "reload: %s", err.message);
   cr_assert(strstr(reply, "\"restart_needed\":[]") != NULL, "%s", reply);

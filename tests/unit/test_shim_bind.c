@@ -181,8 +181,8 @@ Test(shim_bind, entries_tile_the_blob_in_aligned_steps) {
   entries_tile_the_blob(m);
   cr_assert_eq(entry(m, 0).dtype, PROTO_DTYPE_BFLOAT16);
   shim_module_free(m);
-  static const char *const scripts[] = {"one",   "embed",  "weight",
-                                        "multi", "frozen", "traced"};
+  static const char *const scripts[] = {"one",    "embed",  "weight", "multi",
+                                        "frozen", "traced", "forked"};
   for (size_t i = 0; i < sizeof(scripts) / sizeof(scripts[0]); i++) {
     m = ts(scripts[i]);
     entries_tile_the_blob(m);
@@ -268,6 +268,9 @@ Test(shim_bind, entry_names_are_pytorchs_state_dict_names) {
   names_are(m, (const char *const[]){"lin.weight", "lin.bias", "(constant 0)"},
             3);
   shim_module_free(m);
+  m = ts("forked");
+  names_are(m, (const char *const[]){"(constant 0)", "(constant 1)"}, 2);
+  shim_module_free(m);
 }
 
 /* A module, the input it is run on, and its output before any bind. */
@@ -330,10 +333,11 @@ static void all_zero(subject *s) {
   tensor_free(&y);
 }
 
-/* frozen's weights are all constants of its code, and traced holds one
- * beside its parameters: their blobs must hold those too. */
-static const char *const subjects[] = {"linear", "mlp",    "tel",
-                                       "one",    "frozen", "traced"};
+/* frozen's weights are all constants of its code, traced holds one beside
+ * its parameters, and forked's are in the body of a torch.jit.fork: their
+ * blobs must hold those too. */
+static const char *const subjects[] = {"linear", "mlp",    "tel",   "one",
+                                       "frozen", "traced", "forked"};
 #define N_SUBJECTS (sizeof(subjects) / sizeof(subjects[0]))
 
 Test(shim_bind, binding_to_a_copy_gives_identical_outputs) {

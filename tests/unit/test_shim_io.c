@@ -56,6 +56,7 @@ Test(shim_io, torchscript_outputs_equal_pytorchs) {
   ts_matches("embed", 1, 1);    /* int64 indices into an Embedding */
   ts_matches("frozen", 1, 1);   /* weights as constants of the code */
   ts_matches("traced", 1, 1);   /* a captured tensor as a constant */
+  ts_matches("forked", 1, 1);   /* constants in a torch.jit.fork body */
 }
 
 Test(shim_io, torchscript_file_errors) {
