@@ -213,3 +213,13 @@ Test(daemon_lifecycle, check_validates_slice_configs_without_starting) {
   td_cmd_free(&r);
   td_destroy(d);
 }
+
+/* A GPU device with gpu_strategy none serves from host memory on the CPU, as
+ * config/README.md says; the log says so at start, so that a forgotten
+ * strategy does not pass for a GPU in use. */
+Test(daemon_lifecycle, a_gpu_device_without_a_strategy_is_warned_of) {
+  td *d = td_start("\"device\": \"sim\", \"max_gpu_mem_mb\": 64");
+  cr_assert(td_logs_wait(d, "device sim with gpu_strategy none", 5000),
+            "no warning:\n%s", td_logs(d, 4000));
+  td_stop(d);
+}
