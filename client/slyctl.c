@@ -351,7 +351,9 @@ static const ctl_command commands[] = {
     {"forward", 1, 4 * SLY_MAX_TENSORS + 64, cmd_forward, SLY__CTL_FORWARD_ARGS,
      "run a slice or pipeline on .npy files", sly__ctl_forward_check},
     {"activate", 1, 2, cmd_activate, "NAME [--no-wait]",
-     "make NAME the default slice and load it", check_activate},
+     "set_active_slice: load NAME as a connection's default (which ends "
+     "with slyctl's connection)",
+     check_activate},
     {"add-slice", 2, 3, cmd_add_slice, "NAME CONSTRUCTOR [CONFIG_JSON]",
      "add a slice at run time (admin)", check_add_slice},
     {"load", 2, 2, cmd_load, "NAME gpu|cpu|disk", "bring a slice up to a tier",
