@@ -112,6 +112,8 @@ struct shim_module {
   bool bound = false;
   // A built-in's `weights` file, until shim_module_fill has read it.
   std::string pending_weights;
+  // shim_module_drop_values has freed a TorchScript module's loaded values.
+  bool values_dropped = false;
 };
 
 struct shim_values {

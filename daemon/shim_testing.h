@@ -23,6 +23,9 @@ int shim_testing_own_blob_freed(const shim_module *m);
  * lies inside the current blob (the bound memory once bound) at a
  * SHIM_BLOB_ALIGN boundary, else 0. */
 int shim_testing_views_in_blob(const shim_module *m);
+/* Bytes of the distinct storages the module's tensors (its blob's slots)
+ * hold now: about the blob's size while they have their own values. */
+uint64_t shim_testing_value_bytes(const shim_module *m);
 
 #ifdef __cplusplus
 }

@@ -140,6 +140,11 @@ int tiers__build(tiers *t, slice *s, bool use_cache, proto_error *err) {
                (unsigned long long)tiers__cpu_budget(t));
     } else if (!p->on_disk) {
       rc = shim_module_fill(m, msg);
+    } else {
+      /* The cache file's bytes are what it will be bound to: a TorchScript
+       * file's values, loaded whole, go now rather than after the host
+       * block is reserved beside them. */
+      shim_module_drop_values(m);
     }
     if (rc < 0) {
       shim_module_free(m);

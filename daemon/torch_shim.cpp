@@ -7,6 +7,7 @@
 
 #include <cctype>
 #include <exception>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -306,6 +307,9 @@ void fill(shim_module *m) {
   if (filled(m))
     return;
   if (m->is_jit) {
+    if (m->values_dropped)
+      fail(SLY_E_INTERNAL, "shim_module_fill: the module's loaded values "
+           "were dropped (shim_module_drop_values)");
     pack_blob(m); // the loaded module's own values
     return;
   }
@@ -381,6 +385,20 @@ extern "C" int shim_module_fill(shim_module *m, char err[SHIM_ERROR_MAX]) {
 
 extern "C" int shim_module_filled(const shim_module *m) {
   return m && shim::filled(m) ? 1 : 0;
+}
+
+extern "C" void shim_module_drop_values(shim_module *m) {
+  SHIM_GUARD_VOID({
+    if (!m || !m->is_jit || shim::filled(m) || m->values_dropped)
+      return;
+    torch::NoGradGuard no_grad;
+    m->values_dropped = true; // first: a failure half-way drops some
+    // One element each, expanded to the slot's shape: sizes and dtype stay
+    // (the blob's views are made from them at the bind), the storage goes.
+    for (shim::Slot &s : m->slots)
+      s.tensor.set_data(
+          at::zeros({1}, s.tensor.options()).expand(s.tensor.sizes()));
+  })
 }
 
 extern "C" void shim_module_free(shim_module *m) { SHIM_GUARD_VOID(delete m;) }
@@ -575,6 +593,23 @@ extern "C" void *shim_testing_blob(const shim_module *m) {
 
 extern "C" int shim_testing_own_blob_freed(const shim_module *m) {
   return m && m->own_memory.expired() ? 1 : 0;
+}
+
+extern "C" uint64_t shim_testing_value_bytes(const shim_module *m) {
+  try {
+    std::set<const void *> seen;
+    uint64_t n = 0;
+    for (const shim::Slot &s : m->slots) {
+      if (!s.tensor.has_storage())
+        continue;
+      const c10::StorageImpl *st = s.tensor.storage().unsafeGetStorageImpl();
+      if (seen.insert(st).second)
+        n += st->nbytes();
+    }
+    return n;
+  } catch (...) {
+    return 0;
+  }
 }
 
 extern "C" int shim_testing_views_in_blob(const shim_module *m) {

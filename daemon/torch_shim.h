@@ -82,6 +82,12 @@ int shim_module_fill(shim_module *m, char err[SHIM_ERROR_MAX]);
 /* 1 when the module's weights hold values: filled, or bound. shim_forward
  * refuses a module that is neither. */
 int shim_module_filled(const shim_module *m);
+/* Frees the values a deferred TorchScript module was loaded with (a file is
+ * loaded whole), keeping their shapes and dtypes, for a module whose values
+ * will come from elsewhere (a cache file) by shim_module_bind: they would
+ * otherwise stay, outside every budget, until that bind. Nothing for other
+ * modules, or once filled or bound. shim_module_fill fails afterwards. */
+void shim_module_drop_values(shim_module *m);
 
 /* Size of the weight blob (parameters and buffers, with alignment). */
 uint64_t shim_module_blob_bytes(const shim_module *m);

@@ -477,6 +477,50 @@ Test(shim, a_deferred_torchscript_gets_its_blob_only_when_filled) {
   shim_module_free(full);
 }
 
+/* A deferred TorchScript module whose values will come from a cache file
+ * drops those it was loaded with (shapes and dtypes stay), so that they are
+ * not held beside the tier's copy until the bind; bound to the bytes of a
+ * full build, it computes what that build does, and it cannot be filled. */
+Test(shim, a_deferred_torchscript_drops_its_loaded_values) {
+  static const char *const files[] = {"ts_embed.pt", "ts_frozen.pt"};
+  static const char *const ios[] = {FIX "/ts_embed_io.safetensors",
+                                    FIX "/ts_frozen_io.safetensors"};
+  for (size_t i = 0; i < 2; i++) {
+    char cfg[64];
+    snprintf(cfg, sizeof cfg, "{\"path\": \"%s\"}", files[i]);
+    tensor x = st_read(ios[i], "in0");
+    shim_module *full = make_from("torchscript", cfg, false);
+    shim_module *def = make_from("torchscript", cfg, true);
+    uint64_t n = shim_module_blob_bytes(def), held = 0;
+    for (size_t k = 0; k < shim_module_blob_tensors(def); k++) {
+      shim_blob_entry e;
+      cr_assert_eq(shim_module_blob_entry(def, k, &e), 0);
+      held += e.nbytes;
+    }
+    cr_assert_geq(shim_testing_value_bytes(def), held,
+                  "%s: loaded, its values are there", files[i]);
+    shim_module_drop_values(def);
+    cr_assert_lt(shim_testing_value_bytes(def), 64, "%s: %llu bytes left",
+                 files[i], (unsigned long long)shim_testing_value_bytes(def));
+    cr_assert_eq(shim_module_blob_bytes(def), n, "the layout changed");
+    cr_assert_eq(shim_module_fill(def, err), SLY_E_INTERNAL);
+    void *copy = aligned_alloc(4096, n);
+    cr_assert_not_null(copy);
+    memcpy(copy, shim_module_blob_data(full), n);
+    cr_assert_eq(shim_module_bind(def, copy, "cpu", err), 0, "%s", err);
+    cr_assert(shim_testing_views_in_blob(def));
+    tensor want = run1(full, &x, 1), got = run1(def, &x, 1);
+    cr_assert_eq(want.nbytes, got.nbytes);
+    cr_assert_eq(memcmp(want.data, got.data, got.nbytes), 0,
+                 "%s: bound to the full build's bytes, it computes otherwise",
+                 files[i]);
+    tensor_free(&want), tensor_free(&got), tensor_free(&x);
+    shim_module_free(def);
+    shim_module_free(full);
+    free(copy);
+  }
+}
+
 /* A seeded built-in, deferred, draws its seed's values when filled: the
  * same bytes as a full build (so the same cache file), for every built-in. */
 Test(shim, a_deferred_seeded_build_fills_with_its_seeds_values) {
