@@ -207,6 +207,34 @@ Test(client_fake, a_reply_that_never_comes_ends_at_the_timeout,
   cr_assert(eq(int, sly_set_timeout(NULL, 200, &err), SLY_E_INVALID_ARG));
 }
 
+/* Takes nothing from the socket for a while, then leaves. */
+static void script_deaf(fake *f) { usleep(1500 * 1000); (void)f; }
+
+/* A request bigger than the socket's buffers to a server that reads
+ * nothing: the send gives up at the timeout too, and closes. */
+Test(client_fake, a_send_that_never_drains_ends_at_the_timeout,
+     .timeout = 20) {
+  fake *f = fake_start(script_deaf, 0);
+  sly_conn *c = fake_connect(f);
+  sly_error err = {0};
+  cr_assert(eq(int, sly_set_timeout(c, 200, &err), 0), "%s", err.message);
+  size_t n = 8u << 20; /* past any Unix socket buffer */
+  char *cfg = malloc(n + 16);
+  cr_assert_not_null(cfg);
+  memcpy(cfg, "{\"pad\": \"", 9);
+  memset(cfg + 9, 'x', n);
+  memcpy(cfg + 9 + n, "\"}", 3);
+  cr_assert(eq(int, sly_add_slice(c, "big", "linear", cfg, &err), SLY_E_IO));
+  cr_assert(eq(str, err.message, "slyced took nothing in 200 ms (the "
+                                 "timeout); the connection is closed"));
+  free(cfg);
+  sly_slice_list *l = NULL;
+  cr_assert(eq(int, sly_list(c, &l, &err), SLY_E_IO));
+  cr_assert(eq(str, err.message, "connection closed"));
+  sly_close(c);
+  fake_finish(f);
+}
+
 static void script_oversize(fake *f) {
   FCHECK(f, fake_expect(f, "list") >= 0, "no list");
   uint32_t n = (uint32_t)f->arg;
