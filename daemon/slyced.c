@@ -43,33 +43,6 @@ static bool same_str(const char *a, const char *b) {
   return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
-/* Puts in `out` the keys changed from `a` to `b` that are read only at
- * start: the listening socket, and what the executor's device and the tiers
- * were set up with (tiers_init). Returns how many. */
-static size_t start_only_changes(const config *a, const config *b,
-                                 const char *out[SLYCED_START_ONLY_MAX]) {
-  size_t n = 0;
-#define START_ONLY(key, changed)                                               \
-  if (changed)                                                                 \
-    out[n++] = key;
-  START_ONLY("socket", !same_str(a->socket, b->socket))
-  START_ONLY("socket_mode", a->has_socket_mode != b->has_socket_mode ||
-                                a->socket_mode != b->socket_mode)
-  START_ONLY("device", !same_str(a->device, b->device))
-  START_ONLY("gpu_strategy", a->gpu_strategy != b->gpu_strategy)
-  START_ONLY("max_gpu_mem_mb", a->max_gpu_mem_mb != b->max_gpu_mem_mb)
-  START_ONLY("gpu_reserve_mb", a->gpu_reserve_mb != b->gpu_reserve_mb)
-  START_ONLY("max_cpu_mem_mb", a->max_cpu_mem_mb != b->max_cpu_mem_mb)
-  START_ONLY("disk_cache_path", !same_str(a->disk_cache_path,
-                                          b->disk_cache_path))
-  START_ONLY("prefetch_depth", a->prefetch_depth != b->prefetch_depth)
-  START_ONLY("sim_copy_gbps", a->sim_copy_gbps != b->sim_copy_gbps)
-  START_ONLY("max_registered_mb",
-             a->limits.max_registered_mb != b->limits.max_registered_mb)
-#undef START_ONLY
-  return n;
-}
-
 /* Replaces a string of `next` with a copy of the running one. */
 static bool keep_str(char **next, const char *cur) {
   char *copy = NULL;
@@ -80,22 +53,44 @@ static bool keep_str(char **next, const char *cur) {
   return true;
 }
 
-/* Gives `next` the running values of the keys read only at start, so that
- * the running config says what runs (hello, status) and the next reload
- * compares the file with that again. false when out of memory. */
-static bool keep_start_only(const config *cur, config *next) {
-  next->has_socket_mode = cur->has_socket_mode;
-  next->socket_mode = cur->socket_mode;
-  next->gpu_strategy = cur->gpu_strategy;
-  next->max_gpu_mem_mb = cur->max_gpu_mem_mb;
-  next->gpu_reserve_mb = cur->gpu_reserve_mb;
-  next->max_cpu_mem_mb = cur->max_cpu_mem_mb;
-  next->prefetch_depth = cur->prefetch_depth;
-  next->sim_copy_gbps = cur->sim_copy_gbps;
-  next->limits.max_registered_mb = cur->limits.max_registered_mb;
-  return keep_str(&next->socket, cur->socket) &&
-         keep_str(&next->device, cur->device) &&
-         keep_str(&next->disk_cache_path, cur->disk_cache_path);
+/* Gives `next` the running values of the keys read only at start (the
+ * listening socket, and what the executor's device and the tiers were set
+ * up with in tiers_init), so that the running config says what runs (hello,
+ * status) and the next reload compares the file with that again. Puts the
+ * names of those whose value in the file differs in `changed`; returns how
+ * many, or -1 when out of memory. */
+static int keep_start_only(const config *cur, config *next,
+                           const char *changed[SLYCED_START_ONLY_MAX]) {
+  int n = 0;
+#define KEEP(key, differs, copy)                                               \
+  if (differs) {                                                               \
+    changed[n++] = key;                                                        \
+    copy;                                                                      \
+  }
+#define KEEP_NUM(key, field)                                                   \
+  KEEP(key, next->field != cur->field, next->field = cur->field)
+#define KEEP_STR(key, field)                                                   \
+  KEEP(key, !same_str(next->field, cur->field),                                \
+       if (!keep_str(&next->field, cur->field)) return -1)
+  KEEP_STR("socket", socket)
+  KEEP("socket_mode",
+       next->has_socket_mode != cur->has_socket_mode ||
+           next->socket_mode != cur->socket_mode,
+       (next->has_socket_mode = cur->has_socket_mode,
+        next->socket_mode = cur->socket_mode))
+  KEEP_STR("device", device)
+  KEEP_NUM("gpu_strategy", gpu_strategy)
+  KEEP_NUM("max_gpu_mem_mb", max_gpu_mem_mb)
+  KEEP_NUM("gpu_reserve_mb", gpu_reserve_mb)
+  KEEP_NUM("max_cpu_mem_mb", max_cpu_mem_mb)
+  KEEP_STR("disk_cache_path", disk_cache_path)
+  KEEP_NUM("prefetch_depth", prefetch_depth)
+  KEEP_NUM("sim_copy_gbps", sim_copy_gbps)
+  KEEP_NUM("max_registered_mb", limits.max_registered_mb)
+#undef KEEP_STR
+#undef KEEP_NUM
+#undef KEEP
+  return n;
 }
 
 int slyced_reload(slyced *sd, cJSON *start_only, char err[CONFIG_ERROR_MAX]) {
@@ -104,14 +99,20 @@ int slyced_reload(slyced *sd, cJSON *start_only, char err[CONFIG_ERROR_MAX]) {
     log_error("reload: %s; keeping the running config", err);
     return -1;
   }
-  const config *cur = sd->cfg;
   const char *later[SLYCED_START_ONLY_MAX];
-  size_t n_later = start_only_changes(cur, next, later);
+  int n_later = keep_start_only(sd->cfg, next, later);
+  if (n_later < 0 || slices_sync_config(&sd->slices, next) < 0) {
+    snprintf(err, CONFIG_ERROR_MAX, "%s: out of memory applying the config",
+             next->path);
+    log_error("reload: %s", err);
+    config_free(next);
+    return -1;
+  }
   if (n_later > 0) {
     char keys[512];
     size_t len = 0;
     keys[0] = '\0';
-    for (size_t i = 0; i < n_later; i++) {
+    for (int i = 0; i < n_later; i++) {
       int w = snprintf(keys + len, sizeof(keys) - len, "%s%s", i ? ", " : "",
                        later[i]);
       if (w > 0 && (size_t)w < sizeof(keys) - len)
@@ -121,14 +122,6 @@ int slyced_reload(slyced *sd, cJSON *start_only, char err[CONFIG_ERROR_MAX]) {
     }
     log_warn("reload: %s changed; read only at start, the new values take "
              "effect at the next restart", keys);
-  }
-  if (!keep_start_only(cur, next) ||
-      slices_sync_config(&sd->slices, next) < 0) {
-    snprintf(err, CONFIG_ERROR_MAX, "%s: out of memory applying the config",
-             next->path);
-    log_error("reload: %s", err);
-    config_free(next);
-    return -1;
   }
   apply_log(next);
   config_free(sd->cfg);

@@ -120,6 +120,7 @@ int tiers__build(tiers *t, slice *s, bool use_cache, proto_error *err) {
     snprintf(msg, sizeof(msg), "out of memory");
   }
   tier_place *p = &s->place;
+  proto_error refusal;
   bool over_budget = false;
   if (rc == 0) {
     s->module = m;
@@ -131,13 +132,11 @@ int tiers__build(tiers *t, slice *s, bool use_cache, proto_error *err) {
      * refused before a built-in's are read or drawn, which takes seconds
      * for a big one (ensure_host would refuse it all the same, afterwards;
      * a TorchScript file has been loaded whole by now). */
-    over_budget = !p->on_disk && p->bytes > tiers__cpu_budget(t);
+    over_budget = !p->on_disk && tiers__over_budget(t, TIER_CPU, s, p->bytes,
+                                                    &refusal) < 0;
     if (over_budget) {
       rc = SLY_E_NO_MEMORY;
-      snprintf(msg, sizeof(msg),
-               "slice '%s' needs %llu bytes; the cpu budget is %llu", s->name,
-               (unsigned long long)p->bytes,
-               (unsigned long long)tiers__cpu_budget(t));
+      snprintf(msg, sizeof(msg), "%s", refusal.message);
     } else if (!p->on_disk) {
       rc = shim_module_fill(m, msg);
     } else {
@@ -160,11 +159,10 @@ int tiers__build(tiers *t, slice *s, bool use_cache, proto_error *err) {
     atomic_store(&s->state, rc == SLY_E_NO_MEMORY ? SLICE_UNLOADED
                                                   : SLICE_FAILED);
     log_error("slice %s: build failed: %s", s->name, msg);
-    proto_fail(err, rc, "%s", msg);
-    if (over_budget && err != NULL) {
-      err->has_needed = true;
-      err->needed = p->bytes;
-    }
+    if (over_budget && err != NULL)
+      *err = refusal;
+    else
+      proto_fail(err, rc, "%s", msg);
     return rc;
   }
   atomic_store(&s->bytes, p->bytes);

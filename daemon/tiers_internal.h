@@ -60,6 +60,11 @@ void tiers__drop_copy(tiers *t, struct slice *s, int tier, int why,
  * FREE (a prefetch from far ahead: nothing is evicted for it). */
 enum { TIERS_ROOM_DEMAND, TIERS_ROOM_AHEAD, TIERS_ROOM_FREE };
 
+/* tiers_room.c: NO_MEMORY with `needed` in err when `need` bytes of `s`
+ * exceed the whole budget of `tier` (no eviction can make room), else 0.
+ * err not NULL. */
+int tiers__over_budget(const tiers *t, int tier, const struct slice *s,
+                       uint64_t need, proto_error *err);
 /* tiers_room.c: frees `need` bytes in `tier` (over what is free under its
  * budget) by evicting other slices as `room` (TIERS_ROOM_*) allows; `keep`
  * is never chosen; evicted device blocks go to `spares` (may be NULL). 0 or

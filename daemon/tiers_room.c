@@ -27,19 +27,26 @@ static double reload_gbps(tiers *t, const slice *s, int tier) {
 /* Frees `need` bytes in `tier` (over what is free under its budget) by
  * evicting other slices as `room` allows (tiers_internal.h); `keep` is
  * never chosen, nor a busy one. */
+int tiers__over_budget(const tiers *t, int tier, const slice *s,
+                       uint64_t need, proto_error *err) {
+  uint64_t budget = tier == TIER_GPU ? tiers__gpu_budget(t) : tiers__cpu_budget(t);
+  if (need <= budget)
+    return 0;
+  proto_fail(err, SLY_E_NO_MEMORY,
+             "slice '%s' needs %llu bytes; the %s budget is %llu", s->name,
+             (unsigned long long)need, tier_name(tier),
+             (unsigned long long)budget);
+  err->has_needed = true;
+  err->needed = need;
+  return SLY_E_NO_MEMORY;
+}
+
 int tiers__make_room(tiers *t, int tier, uint64_t need, slice *keep,
                      int room, tiers_spares *spares, proto_error *err) {
   uint64_t budget = tier == TIER_GPU ? tiers__gpu_budget(t) : tiers__cpu_budget(t);
   uint64_t used = atomic_load(tier == TIER_GPU ? &t->gpu_used : &t->cpu_used);
-  if (need > budget) {
-    proto_fail(err, SLY_E_NO_MEMORY,
-               "slice '%s' needs %llu bytes; the %s budget is %llu",
-               keep->name, (unsigned long long)need, tier_name(tier),
-               (unsigned long long)budget);
-    err->has_needed = true;
-    err->needed = need;
+  if (tiers__over_budget(t, tier, keep, need, err) < 0)
     return SLY_E_NO_MEMORY;
-  }
   bool active_only =
       tier == TIER_GPU && t->conf.strategy == GPU_STRATEGY_ACTIVE_ONLY;
   if (used + need <= budget && !active_only)
