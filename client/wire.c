@@ -20,6 +20,12 @@
 #include "reply.h"
 #include "request.h"
 
+/* What a close or reset before the reply most likely means, said so that a
+ * user knows to look at the daemon rather than at the request. */
+#define CLOSED_BY_SLYCED                                                       \
+  "connection closed by slyced (it may be stopping or restarting; its log "   \
+  "says why)"
+
 cJSON *sly__request(const char *op) {
   cJSON *req = cJSON_CreateObject();
   if (req != NULL && cJSON_AddStringToObject(req, "op", op) == NULL) {
@@ -82,6 +88,8 @@ static int send_frame(sly_conn *c, const uint8_t *frame, size_t len, int fd,
       if (e == EAGAIN || e == EWOULDBLOCK)
         return sly__fail(err, SLY_E_IO, "slyced took nothing in %u ms (the "
                          "timeout); the connection is closed", c->timeout_ms);
+      if (e == EPIPE || e == ECONNRESET)
+        return sly__fail(err, SLY_E_IO, "%s", CLOSED_BY_SLYCED);
       return sly__fail_errno(err, SLY_E_IO, e, "send to slyced");
     }
     /* The fd went with the first bytes; the rest goes without it. */
@@ -150,6 +158,9 @@ static int recv_upto(sly_conn *c, void *buf, size_t min, size_t max,
       if (e == EAGAIN || e == EWOULDBLOCK)
         return sly__fail(err, SLY_E_IO, "no reply from slyced in %u ms (the "
                          "timeout); the connection is closed", c->timeout_ms);
+      /* A reset is a close with our request still unread: the same news. */
+      if (e == ECONNRESET)
+        return sly__fail(err, SLY_E_IO, "%s", CLOSED_BY_SLYCED);
       return sly__fail_errno(err, SLY_E_IO, e, "receive from slyced");
     }
     bool fit = take_fds(&msg, rep);
@@ -161,7 +172,7 @@ static int recv_upto(sly_conn *c, void *buf, size_t min, size_t max,
     }
     if (n == 0) {
       sly__conn_kill(c);
-      return sly__fail(err, SLY_E_IO, "connection closed by slyced");
+      return sly__fail(err, SLY_E_IO, "%s", CLOSED_BY_SLYCED);
     }
     *got += (size_t)n;
   }

@@ -178,6 +178,13 @@ static int config__socket(config__ctx *ctx, config *c, const cJSON *root) {
     if (mode > 0777)
       return config__fail(ctx, "socket_mode",
                           "%s is out of range (at most 0777)", s);
+    /* Connecting to a Unix socket takes write permission on it. */
+    if (!(mode & 0200))
+      return config__fail(ctx, "socket_mode",
+                          "%s gives its owner no write permission, so only "
+                          "root could connect (\"0600\" is the least that "
+                          "lets slyced's own user in)",
+                          s);
     c->socket_mode = (unsigned)mode;
     c->has_socket_mode = true;
   }

@@ -178,6 +178,28 @@ static bool plain_ascii(const char *s, size_t len) {
   return true;
 }
 
+/* How many arrays and objects are open just before body[at]. */
+static size_t depth_at(const char *body, size_t at) {
+  size_t depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < at; i++) {
+    char ch = body[i];
+    if (in_string) {
+      if (ch == '\\')
+        i++;
+      else if (ch == '"')
+        in_string = false;
+    } else if (ch == '"') {
+      in_string = true;
+    } else if (ch == '[' || ch == '{') {
+      depth++;
+    } else if ((ch == ']' || ch == '}') && depth > 0) {
+      depth--;
+    }
+  }
+  return depth;
+}
+
 int proto__json_parse(const char *body, size_t len, int code, cJSON **out,
                       proto_error *err) {
   if (body == NULL || len == 0)
@@ -199,6 +221,14 @@ int proto__json_parse(const char *body, size_t len, int code, cJSON **out,
   cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
   if (root == NULL) {
     size_t at = end != NULL && end >= body ? (size_t)(end - body) : 0;
+    /* cJSON stops at its nesting limit as at a syntax error; valid JSON
+     * refused for its depth should not be called "not JSON". */
+    if (at < len && (body[at] == '[' || body[at] == '{') &&
+        depth_at(body, at) >= CJSON_NESTING_LIMIT)
+      return proto_fail(err, code,
+                        "body nests arrays and objects deeper than %d levels "
+                        "(at byte %zu)",
+                        CJSON_NESTING_LIMIT, at);
     return proto_fail(err, code, "body is not JSON (error near byte %zu)", at);
   }
   size_t at = (size_t)(end - body);

@@ -60,6 +60,14 @@ Test(daemon_lifecycle, sigterm_with_a_connection_open_exits_0) {
   rc_status s = rc_wait_closed(fd, 1000);
   cr_assert(s == RC_CLOSED, "the open connection saw %s", rc_status_name(s));
   close(fd);
+  /* The library's connection was closed under it too: a call says by whom,
+   * not "Connection reset by peer" or "Broken pipe". */
+  sly_error err = {0};
+  sly_slice_list *l = NULL;
+  cr_assert_eq(sly_list(c, &l, &err), SLY_E_IO);
+  cr_assert(strstr(err.message, "connection closed by slyced (it may be "
+                                "stopping or restarting") != NULL,
+            "%s", err.message);
   sly_close(c);
   td_destroy(d);
 }

@@ -228,6 +228,8 @@ static const struct {
     {"{\"socket_mode\": \"\"}", "socket_mode", "octal digits"},
     {"{\"socket_mode\": \"00660\"}", "socket_mode", "octal digits"},
     {"{\"socket_mode\": \"1777\"}", "socket_mode", "out of range"},
+    {"{\"socket_mode\": \"0\"}", "socket_mode", "no write permission"},
+    {"{\"socket_mode\": \"0577\"}", "socket_mode", "only root could connect"},
     {"{\"admin_group\": 0}", "admin_group", "expected a string"},
     {"{\"admin_group\": \"\"}", "admin_group", "group name"},
     {"{\"admin_group\": \"no-such-group-slyced\"}", "admin_group",
@@ -330,7 +332,7 @@ Test(config, every_key_is_rejected_with_a_wrong_type_or_value) {
 
 Test(config, good_values_next_to_the_edges_are_accepted) {
   const char *good[] = {
-      "{\"socket_mode\": \"0777\"}", "{\"socket_mode\": \"0\"}",
+      "{\"socket_mode\": \"0777\"}", "{\"socket_mode\": \"0200\"}",
       "{\"socket_mode\": \"660\"}", "{\"device\": \"cuda:63\"}",
       "{\"device\": \"cuda:0\", \"gpu_strategy\": \"active_only\"}",
       "{\"device\": \"sim\", \"max_gpu_mem_mb\": 1}",

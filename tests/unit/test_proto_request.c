@@ -125,17 +125,30 @@ Test(body, bytes_after_the_object_are_bad_frame) {
              SLY_E_BAD_FRAME, "after");
 }
 
+/* An add_slice whose config holds `opens` nested arrays, after a string
+ * full of brackets and an escaped quote that must not count as nesting. */
+static void deep_request(char *out, int opens) {
+  size_t n = (size_t)sprintf(
+      out, "{\"id\":1,\"op\":\"add_slice\",\"name\":\"a\","
+           "\"constructor\":\"b\",\"config\":{\"s\":\"\\\"]]}}[[[{{\",\"x\":");
+  for (int i = 0; i < opens; i++)
+    out[n++] = '[';
+  for (int i = 0; i < opens; i++)
+    out[n++] = ']';
+  strcpy(out + n, "}}");
+}
+
 Test(body, nesting_deeper_than_the_parser_allows_is_bad_frame) {
   static char deep[4096];
-  size_t n = 0;
-  n += (size_t)sprintf(deep, "{\"id\":1,\"op\":\"add_slice\",\"name\":\"a\","
-                             "\"constructor\":\"b\",\"config\":{\"x\":");
-  for (int i = 0; i < 1200; i++)
-    deep[n++] = '[';
-  for (int i = 0; i < 1200; i++)
-    deep[n++] = ']';
-  strcpy(deep + n, "}}");
-  parse_fail(deep, SLY_E_BAD_FRAME, "not JSON");
+  /* The body and config objects are two levels, so 998 arrays is 1000. */
+  deep_request(deep, 1200);
+  parse_fail(deep, SLY_E_BAD_FRAME, "deeper than 1000 levels");
+  deep_request(deep, 999);
+  parse_fail(deep, SLY_E_BAD_FRAME, "deeper than 1000 levels");
+  deep_request(deep, 998);
+  proto_request ok;
+  parse_ok(deep, &ok);
+  proto_request_free(&ok);
 }
 
 Test(body, the_request_is_zeroed_even_when_the_frame_is_bad) {
