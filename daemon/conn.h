@@ -77,6 +77,7 @@ typedef struct conn {
   size_t out_bytes;
   size_t out_peak; /* most out_bytes ever queued (see conn_free_if_done) */
   size_t pending; /* reserved slots not yet filled: requests in flight */
+  size_t staged;  /* jobs on the loader: later ones follow them (forward.c) */
 
   region **regions; /* client regions, by id */
   size_t n_regions;

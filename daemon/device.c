@@ -86,6 +86,8 @@ const char *device_bind_name(const device *d) { return d->bind_name; }
 
 bool device_is_sim(const device *d) { return d->sim; }
 
+int device_cuda_index(const device *d) { return d->sim ? -1 : d->index; }
+
 static const char *device__name(const device *d) {
   return d->sim ? "sim" : d->bind_name;
 }

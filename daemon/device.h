@@ -31,6 +31,8 @@ void device_close(device *d);
  * "cuda:N" for CUDA. */
 const char *device_bind_name(const device *d);
 bool device_is_sim(const device *d);
+/* N of cuda:N; -1 for sim. */
+int device_cuda_index(const device *d);
 
 /* Allocates `bytes` of device memory. SLY_E_NO_MEMORY when the budget or the
  * device is out of room (the tiers then evict and retry). For cuda:N, here

@@ -333,7 +333,9 @@ static int on_stats(conn *c, const proto_request *req, dispatch_ctx *ctx,
   cJSON_AddNumberToObject(conns, "open", (double)sd->srv.n_conns);
   cJSON_AddNumberToObject(conns, "accepted", (double)sd->stats.conns_accepted);
   cJSON_AddNumberToObject(conns, "rejected", (double)sd->stats.conns_rejected);
-  cJSON_AddNumberToObject(reply, "queued", (double)executor_pending(&sd->exec));
+  cJSON_AddNumberToObject(reply, "queued",
+                          (double)(executor_pending(&sd->exec) +
+                                   executor_pending(&sd->loader)));
   tiers_stats_json(&sd->tiers, reply);
   if (stats_add_json(&sd->stats, reply) < 0)
     return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");

@@ -31,6 +31,7 @@ typedef struct {
   bool tier_op; /* load, evict, pin, unpin */
   bool device_lost; /* it failed because the device is lost */
   int tier;
+  slice *stage; /* on the loader: the slice to stage first (one of slices) */
   uint64_t retired[PROTO_MAX_IDS];
   size_t n_retired;
   /* Results. */
@@ -59,10 +60,22 @@ static uint64_t out_next(const fwd_job *j, uint64_t pos, uint64_t a) {
   return align_up(base + pos, a) - base;
 }
 
+/* Records why `s` could not be brought in (rc, e) as the job's error. A
+ * slice that cannot be built is unavailable to forwards; memory stays
+ * NO_MEMORY so that a client can tell "retry later" from "broken". */
+static int load_failed(fwd_job *j, const slice *s, int rc,
+                       const proto_error *e) {
+  if (rc == SLY_E_NO_MEMORY || rc == SLY_E_BUSY || j->remove_on_failure ||
+      j->tier_op) {
+    j->err = *e;
+    return rc;
+  }
+  return proto_fail(&j->err, SLY_E_UNAVAILABLE,
+                    "slice '%s' cannot be loaded: %s", s->name, e->message);
+}
+
 /* Brings slice i of the job to its compute tier and holds it there until
- * tiers_release; what comes next is prefetched meanwhile. A slice that
- * cannot be built is unavailable to forwards; memory stays NO_MEMORY so that
- * a client can tell "retry later" from "broken". */
+ * tiers_release; what comes next is prefetched meanwhile. */
 static int acquire(fwd_job *j, size_t i) {
   tiers *t = &j->c->sd->tiers;
   slice *s = j->slices[i];
@@ -77,12 +90,7 @@ static int acquire(fwd_job *j, size_t i) {
       tiers_single_step(t, s);
     return 0;
   }
-  if (rc == SLY_E_NO_MEMORY || rc == SLY_E_BUSY || j->remove_on_failure) {
-    j->err = e;
-    return rc;
-  }
-  return proto_fail(&j->err, SLY_E_UNAVAILABLE,
-                    "slice '%s' cannot be loaded: %s", s->name, e.message);
+  return load_failed(j, s, rc, &e);
 }
 
 /* Copies every output into its place; called with the final values. */
@@ -414,6 +422,68 @@ static fwd_job *job_new(conn *c, int op, uint64_t req_id, uint64_t start_us,
 }
 
 
+/* ---- staging on the loader thread ------------------------------------
+ * A job whose slice has no copy in memory goes to the loader first, which
+ * builds it or reads it into host memory (tiers_stage), and only then to
+ * the device's executor: a slice that takes seconds to come in holds up
+ * its own clients, not everyone's. A connection's later jobs follow it
+ * through the loader (which only passes them on), so that its requests
+ * still take effect in the order they were sent. Only the first slice of
+ * a pipeline that needs a build is staged; the executor and the mover
+ * bring the rest in as before. */
+
+/* The slice `j` should stage, or NULL. Loop thread. */
+static slice *stage_target(const slyced *sd, const fwd_job *j) {
+  /* Of the tier ops only a load brings weights in; one to disk is left
+   * whole to the executor, so that it takes no host memory on the way, and
+   * one to a tier this daemon lacks is refused there, having moved nothing. */
+  if (j->tier_op &&
+      (j->op != PROTO_OP_LOAD || j->tier == TIER_DISK ||
+       (j->tier == TIER_GPU && sd->tiers.dev == NULL)))
+    return NULL;
+  for (size_t i = 0; i < j->n_slices; i++) {
+    slice *s = j->slices[i];
+    /* In a pipeline only a build is staged: the disk reads of one larger
+     * than memory are the executor's and the mover's, in the order the
+     * eviction policy plans them. */
+    if (j->n_slices > 1 && atomic_load(&s->state) == SLICE_RESIDENT)
+      continue;
+    if (tiers_wants_stage(&sd->tiers, s))
+      return s;
+  }
+  return NULL;
+}
+
+static void stage_run(job *base) {
+  fwd_job *j = (fwd_job *)base;
+  if (j->stage == NULL)
+    return; /* passing through, behind a staged job of its connection */
+  uint64_t t0 = conn_now_us();
+  proto_error e;
+  int rc = tiers_stage(&j->c->sd->tiers, j->stage, &e);
+  j->load_us += conn_now_us() - t0;
+  /* Lack of room now is for the executor to settle, as it would have. */
+  if (rc < 0 && rc != SLY_E_NO_MEMORY)
+    j->code = load_failed(j, j->stage, rc, &e);
+}
+
+/* Hands a staged job to the device's executor, or answers it: it failed,
+ * or was cancelled. The executor takes it whatever its queue holds: the
+ * job was checked against queue_depth when it came in (submit). */
+static void stage_done(job *base) {
+  fwd_job *j = (fwd_job *)base;
+  slyced *sd = j->c->sd;
+  j->c->staged--;
+  j->base.run = fwd_run;
+  j->base.done = fwd_done;
+  if (j->base.cancelled || j->code < 0 ||
+      executor_submit(&sd->exec, &j->base, UINT64_MAX) < 0) {
+    /* A refusal means the executor has stopped: slyced is leaving. */
+    j->base.cancelled = j->base.cancelled || j->code == 0;
+    fwd_done(&j->base);
+  }
+}
+
 /* Queues the job and, with want_reply, reserves its reply slot. done() runs
  * on this (the loop) thread, so it cannot see the slot before it is set. */
 static int submit(conn *c, fwd_job *j, bool want_reply, proto_error *err) {
@@ -425,12 +495,25 @@ static int submit(conn *c, fwd_job *j, bool want_reply, proto_error *err) {
                       "(max_inflight_per_conn)",
                       c->pending);
   }
-  if (executor_submit(&sd->exec, &j->base, sd->cfg->limits.queue_depth) < 0) {
-    job_free(j);
-    return proto_fail(err, SLY_E_BUSY,
-                      "the device queue is full (queue_depth %llu)",
-                      (unsigned long long)sd->cfg->limits.queue_depth);
+  j->stage = stage_target(sd, j);
+  bool staged = j->stage != NULL || c->staged > 0;
+  if (staged) {
+    j->base.run = stage_run;
+    j->base.done = stage_done;
   }
+  /* A staged job is refused as any other when the device's queue is full,
+   * and passes on to it later whatever it holds then. */
+  uint64_t depth = sd->cfg->limits.queue_depth;
+  bool device_full = staged && executor_pending(&sd->exec) >= depth;
+  if (device_full ||
+      executor_submit(staged ? &sd->loader : &sd->exec, &j->base, depth) < 0) {
+    job_free(j);
+    return proto_fail(err, SLY_E_BUSY, "the %s queue is full (queue_depth %llu)",
+                      staged && !device_full ? "loader" : "device",
+                      (unsigned long long)depth);
+  }
+  if (staged)
+    c->staged++;
   if (want_reply) {
     j->slot = conn_reserve(c);
     if (j->slot == NULL) {

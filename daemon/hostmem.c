@@ -33,6 +33,7 @@
 #define HOSTMEM__HUGE (2u << 20)
 
 static atomic_int hostmem__method = HOSTMEM_PAGEABLE;
+static atomic_int hostmem__device = -1;
 static _Atomic uint64_t hostmem__pinned_live;
 /* One warning each, however many threads get there. */
 static atomic_bool hostmem__warned_pageable;
@@ -67,6 +68,14 @@ static bool hostmem__gpu(char *why, size_t cap) {
   return true;
 }
 
+/* See hostmem_set_device. cudaSetDevice is a thread-local store once the
+ * device's context exists. */
+static void hostmem__enter(void) {
+  int d = atomic_load(&hostmem__device);
+  if (d >= 0 && cudaSetDevice(d) != cudaSuccess)
+    (void)cudaGetLastError(); /* the call that follows reports it */
+}
+
 /* Faults every page in, so that what is pinned (and measured) is memory the
  * process really holds. */
 static void hostmem__touch(void *p, size_t n) {
@@ -85,6 +94,10 @@ static void hostmem__warn_pin_failed(size_t n, const char *call,
            n, call, cudaGetErrorString(e));
 }
 #endif
+
+void hostmem_set_device(int cuda_index) {
+  atomic_store(&hostmem__device, cuda_index);
+}
 
 void hostmem_init(bool want_pinned, hostmem_method method) {
   hostmem_method chosen = HOSTMEM_PAGEABLE;
@@ -117,6 +130,8 @@ void *hostmem_alloc(uint64_t bytes, bool *pinned) {
     return NULL;
 #ifdef SLY_HAVE_CUDA
   hostmem_method m = (hostmem_method)atomic_load(&hostmem__method);
+  if (m != HOSTMEM_PAGEABLE)
+    hostmem__enter();
   if (m == HOSTMEM_HOSTALLOC) {
     void *h = NULL;
     cudaError_t e = cudaHostAlloc(&h, n, cudaHostAllocPortable);
@@ -169,6 +184,7 @@ void hostmem_free(void *p, uint64_t bytes, bool pinned) {
 #ifdef SLY_HAVE_CUDA
   /* hostmem_init keeps the method while this buffer is live. */
   hostmem_method m = (hostmem_method)atomic_load(&hostmem__method);
+  hostmem__enter();
   cudaError_t e = m == HOSTMEM_HOSTALLOC ? cudaFreeHost(p) : cudaHostUnregister(p);
   atomic_fetch_sub(&hostmem__pinned_live, 1);
   if (e == cudaSuccess) {
@@ -212,6 +228,7 @@ bool hostmem_register_region(void *p, uint64_t bytes, bool readonly) {
   }
   unsigned flags = cudaHostRegisterDefault |
                    (readonly ? cudaHostRegisterReadOnly : 0u);
+  hostmem__enter();
   cudaError_t e = cudaHostRegister(p, (size_t)bytes, flags);
   if (e == cudaSuccess)
     return true;
@@ -230,6 +247,7 @@ void hostmem_unregister_region(void *p, uint64_t bytes, bool registered) {
   if (!registered)
     return;
 #ifdef SLY_HAVE_CUDA
+  hostmem__enter();
   if (cudaHostUnregister(p) != cudaSuccess)
     (void)cudaGetLastError(); /* the mapping goes next anyway */
 #else

@@ -22,6 +22,11 @@ typedef enum {
 /* Chooses the method once: pageable without CUDA or with `want_pinned`
  * false. */
 void hostmem_init(bool want_pinned, hostmem_method method);
+/* The CUDA device pinned memory is for (-1: none set). Pinning and
+ * unpinning make it current on the calling thread first: a thread that has
+ * made no device current would otherwise pin for device 0, creating a
+ * context there, on a machine where slyced uses another GPU. */
+void hostmem_set_device(int cuda_index);
 
 /* Allocates `bytes` (rounded up to 4096). Returns NULL when out of memory.
  * *pinned tells whether it is pinned. Free with hostmem_free. */

@@ -159,6 +159,8 @@ static void drain_timeout_cb(uv_timer_t *t) {
    * running (its result is dropped): replies go out in order, and the
    * clients should not wait for a daemon that is leaving. The replies are
    * written before the connections close. */
+  /* The loader first: what it cancels is answered, not passed on. */
+  executor_cancel_queued(&sd->loader);
   executor_cancel_queued(&sd->exec);
   proto_error e;
   proto_fail(&e, SLY_E_SHUTTING_DOWN,
@@ -196,6 +198,7 @@ void slyced_device_lost(slyced *sd, const char *why) {
   sd->device_lost = true;
   sd->exit_code = 1;
   log_error("%s; failing queued requests and exiting for a restart", why);
+  executor_cancel_queued(&sd->loader);
   executor_cancel_queued(&sd->exec);
   slyced_begin_shutdown(sd, "device lost");
 }
@@ -253,6 +256,8 @@ int slyced_start(slyced *sd, uv_loop_t *loop, config *cfg) {
     return -1;
   }
   int e = executor_start(&sd->exec, loop);
+  if (e == 0)
+    e = executor_start(&sd->loader, loop);
   if (e < 0) {
     log_error("executor thread: %s", strerror(-e));
     return -1;
@@ -285,6 +290,9 @@ void slyced_free(slyced *sd) {
   server_stop_accepting(&sd->srv);
   server_close_all(&sd->srv);
   /* Jobs still queued are answered SHUTTING_DOWN (to closed connections). */
+  /* The loader first: what it finishes is passed on to exec, which then
+   * cancels it. */
+  executor_stop(&sd->loader);
   executor_stop(&sd->exec);
   tiers_close(&sd->tiers); /* the executor is gone: safe on this thread */
   notify_close(&sd->notify);

@@ -33,6 +33,7 @@ typedef struct slyced {
   slice_registry slices;
   tiers tiers; /* executor thread only, but for the stats atomics */
   executor exec; /* one device per daemon for now */
+  executor loader; /* stages slices before their jobs reach exec (forward.c) */
   bool draining;
   bool stopped; /* the drain is over and the loop was told to stop */
   bool device_lost; /* what is queued fails UNAVAILABLE; we exit 1 */

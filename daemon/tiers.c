@@ -104,9 +104,11 @@ int tiers_init(tiers *t, const config *cfg, char err[256]) {
     }
   }
   /* After the device: pinning creates a CUDA context on the current one.
-   * (On cuda:N with N > 0 the executor thread's first pin may still land on
-   * device 0: written, not verified on a multi-GPU machine.) */
-  hostmem_init(t->dev != NULL && !device_is_sim(t->dev), HOSTMEM_REGISTER);
+   * Every thread that pins (executor, mover, loader) pins for this device
+   * (written, not verified on a multi-GPU machine). */
+  bool cuda = t->dev != NULL && !device_is_sim(t->dev);
+  hostmem_set_device(cuda ? device_cuda_index(t->dev) : -1);
+  hostmem_init(cuda, HOSTMEM_REGISTER);
   hostmem_set_region_limit(cfg->limits.max_registered_mb << 20);
   if (c->disk_cache_path != NULL) {
     if (mkdir(c->disk_cache_path, 0750) < 0 && errno != EEXIST) {
@@ -700,6 +702,33 @@ static int load_locked(tiers *t, slice *s, int tier, proto_error *err) {
 int tiers_load(tiers *t, slice *s, int tier, proto_error *err) {
   op_begin(t, s);
   int rc = load_locked(t, s, tier, err);
+  op_end(t, s);
+  return rc;
+}
+
+bool tiers_wants_stage(const tiers *t, const slice *s) {
+  int tier = atomic_load(&s->place.tier);
+  if (tier == TIER_GPU || tier == TIER_CPU || atomic_load(&s->removed))
+    return false;
+  /* A built slice in its cache file streams from disk to the GPU on the
+   * executor, the read overlapped with the copy; staged, it would be read
+   * whole first. */
+  return !(tier == TIER_DISK && tiers__compute_tier(t) == TIER_GPU &&
+           atomic_load(&s->state) == SLICE_RESIDENT);
+}
+
+int tiers_stage(tiers *t, slice *s, proto_error *err) {
+  op_begin(t, s);
+  tier_place *p = &s->place;
+  int rc = 0;
+  if (p->host == NULL && p->dev == NULL && !atomic_load(&s->removed)) {
+    if (s->module == NULL)
+      rc = tiers__build(t, s, true, err);
+    /* On a GPU, a slice its cache file holds is left there, as above. */
+    if (rc == 0 && !(p->on_disk && tiers__compute_tier(t) == TIER_GPU))
+      rc = ensure_host(t, s, TIERS_ROOM_DEMAND, NULL, err);
+    settle_state(s, rc);
+  }
   op_end(t, s);
   return rc;
 }

@@ -132,6 +132,18 @@ void tiers_close(tiers *t);
 int tiers_acquire(tiers *t, struct slice *s, proto_error *err);
 void tiers_release(tiers *t, struct slice *s);
 
+/* Staging, the loader thread's work: a job whose slices have no copy in
+ * memory (they need a build or a read from the cache file) is handed to the
+ * device's executor only once they are in host memory, so that the
+ * executor keeps serving other slices meanwhile. On a GPU, a built slice in
+ * its cache file is not staged: the executor streams it to the device.
+ * tiers_wants_stage reads atomics only (loop thread). tiers_stage builds
+ * `s` if needed and brings it to host memory, evicting others as a demand
+ * would; returns 0, NO_MEMORY (no room now: the executor will ask again)
+ * or the build's error. */
+bool tiers_wants_stage(const tiers *t, const struct slice *s);
+int tiers_stage(tiers *t, struct slice *s, proto_error *err);
+
 /* For a forward that found no device memory for its activations: drops the
  * GPU copy of one slice that is not in use (nor `keep`, nor pinned there,
  * nor needed next), as the eviction policy picks. 0, or -1 when there is

@@ -1,0 +1,167 @@
+/* test_daemon_staging.c — a slice that takes long to come in is staged on
+ * the loader thread: other clients' forwards go on meanwhile, and the
+ * connection that asked still sees its requests take effect in order. */
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "harness.h"
+#include "rawconn.h"
+
+TestSuite(daemon_staging, .timeout = 120, .fini = td_cleanup);
+
+/* "big" is 256 MiB of float32 drawn from its seed: its build takes a good
+ * part of a second even on a fast machine, while a forward of "small"
+ * takes well under a millisecond. */
+#define STAGING_SLICES                                                         \
+  "\"max_cpu_mem_mb\": 2048, \"slices\": ["                                    \
+  "{\"name\": \"small\", \"constructor\": \"linear\", \"config\": "            \
+  "{\"in_features\": 4, \"out_features\": 4, \"dtype\": \"float32\", "         \
+  "\"seed\": 1}},"                                                             \
+  "{\"name\": \"big\", \"constructor\": \"linear\", \"config\": "              \
+  "{\"in_features\": 8192, \"out_features\": 8192, \"bias\": false, "          \
+  "\"dtype\": \"float32\", \"seed\": 2}}]"
+
+/* A raw connection with a [1, 4] float32 input mapped as region 1. */
+static int small_client(td *d) {
+  int fd = rc_connect(d->sock);
+  rc_assert_hello(fd, 1);
+  float in[4] = {1, 2, 3, 4};
+  rc_map_data(fd, in, sizeof(in), 1);
+  return fd;
+}
+
+static void forward_small(int fd, int id) {
+  char json[256];
+  snprintf(json, sizeof(json),
+           "{\"id\": %d, \"op\": \"forward\", \"slice\": \"small\", "
+           "\"inputs\": [{\"region\": 1, \"offset\": 0, \"dtype\": "
+           "\"float32\", \"shape\": [1, 4]}]}",
+           id);
+  cJSON *r = rc_call(fd, json);
+  rc_assert_ok(r, (uint64_t)id);
+  cJSON_Delete(r);
+}
+
+/* How many times the daemon's log says `needle`. */
+static int log_count(const td *d, const char *needle) {
+  char *logs = td_logs(d, 1 << 20);
+  int n = 0;
+  for (const char *p = logs; (p = strstr(p, needle)) != NULL; p++)
+    n++;
+  free(logs);
+  return n;
+}
+
+/* "big"'s entry in a list reply, from a fresh connection. */
+static char *big_tier(td *d) {
+  int fd = rc_connect(d->sock);
+  rc_assert_hello(fd, 1);
+  cJSON *r = rc_call(fd, "{\"id\": 2, \"op\": \"list\"}");
+  rc_assert_ok(r, 2);
+  char *tier = NULL;
+  const cJSON *s;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItem(r, "slices")) {
+    if (strcmp(cJSON_GetObjectItem(s, "name")->valuestring, "big") == 0)
+      tier = strdup(cJSON_GetObjectItem(s, "tier")->valuestring);
+  }
+  cJSON_Delete(r);
+  close(fd);
+  cr_assert_not_null(tier, "no slice big in the list");
+  return tier;
+}
+
+Test(daemon_staging, a_slow_build_holds_up_no_other_client) {
+  td *d = td_start(STAGING_SLICES);
+  int fast = small_client(d);
+  forward_small(fast, 10); /* built and resident before the big one starts */
+
+  int slow = rc_connect(d->sock);
+  rc_assert_hello(slow, 1);
+  cr_assert_eq(rc_send_json(slow, "{\"id\": 5, \"op\": \"load\", \"slice\": "
+                                  "\"big\", \"tier\": \"cpu\"}"),
+               0);
+  /* Each of these would wait for the whole build on one executor. */
+  int answered_first = 0;
+  for (int i = 0; i < 5; i++) {
+    forward_small(fast, 11 + i);
+    struct pollfd p = {.fd = slow, .events = POLLIN};
+    if (poll(&p, 1, 0) == 0)
+      answered_first++;
+  }
+  cJSON *r = rc_read_reply(slow);
+  rc_assert_ok(r, 5);
+  cJSON_Delete(r);
+  cr_assert_eq(answered_first, 5,
+               "the load of big was answered before %d of 5 small forwards "
+               "sent after it; logs:\n%s",
+               5 - answered_first, td_logs(d, 4000));
+  char *tier = big_tier(d);
+  cr_assert_str_eq(tier, "cpu");
+  free(tier);
+  cr_assert_eq(log_count(d, "slice big: built"), 1);
+  close(slow);
+  close(fast);
+  td_stop(d);
+}
+
+Test(daemon_staging, a_connections_requests_behind_a_staged_one_keep_order) {
+  td *d = td_start(STAGING_SLICES);
+  int fd = small_client(d);
+  /* Sent together: the load is staged and the evict, which needs nothing
+   * staged, must still come after it. Run the other way round, "big"
+   * would end in host memory. */
+  cr_assert_eq(rc_send_json(fd, "{\"id\": 5, \"op\": \"load\", \"slice\": "
+                                "\"big\", \"tier\": \"cpu\"}"),
+               0);
+  cr_assert_eq(rc_send_json(fd, "{\"id\": 6, \"op\": \"evict\", \"slice\": "
+                                "\"big\", \"tier\": \"disk\"}"),
+               0);
+  cJSON *r = rc_read_reply(fd);
+  rc_assert_ok(r, 5);
+  cJSON_Delete(r);
+  r = rc_read_reply(fd);
+  rc_assert_ok(r, 6);
+  cJSON_Delete(r);
+  char *tier = big_tier(d);
+  cr_assert_str_eq(tier, "none", "the evict ran before the load");
+  free(tier);
+  /* And a forward after a staged one on the same connection is answered
+   * after it, with both right. */
+  cr_assert_eq(rc_send_json(fd, "{\"id\": 7, \"op\": \"load\", \"slice\": "
+                                "\"big\", \"tier\": \"cpu\"}"),
+               0);
+  r = rc_call(fd, "{\"id\": 8, \"op\": \"forward\", \"slice\": \"small\", "
+                  "\"inputs\": [{\"region\": 1, \"offset\": 0, \"dtype\": "
+                  "\"float32\", \"shape\": [1, 4]}]}");
+  rc_assert_ok(r, 7);
+  cJSON_Delete(r);
+  r = rc_read_reply(fd);
+  rc_assert_ok(r, 8);
+  cJSON_Delete(r);
+  close(fd);
+  td_stop(d);
+}
+
+Test(daemon_staging, a_build_that_fails_on_the_loader_is_answered_once) {
+  td *d = td_start("\"slices\": [{\"name\": \"gone\", \"constructor\": "
+                   "\"torchscript\", \"config\": {\"path\": "
+                   "\"/nonexistent/m.pt\"}}]");
+  int fd = rc_connect(d->sock);
+  rc_assert_hello(fd, 1);
+  float in[4] = {1, 2, 3, 4};
+  rc_map_data(fd, in, sizeof(in), 1);
+  cJSON *r = rc_call(fd, "{\"id\": 3, \"op\": \"forward\", \"slice\": "
+                         "\"gone\", \"inputs\": [{\"region\": 1, \"offset\": "
+                         "0, \"dtype\": \"float32\", \"shape\": [1, 4]}]}");
+  rc_assert_error_msg(r, 3, "UNAVAILABLE", "slice 'gone' cannot be loaded");
+  cJSON_Delete(r);
+  /* Built once (on the loader), not again on the executor. */
+  cr_assert_eq(log_count(d, "slice gone: build failed"), 1);
+  close(fd);
+  td_stop(d);
+}
