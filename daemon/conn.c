@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -95,6 +96,7 @@ void conn_close(conn *c) {
     return;
   c->closed = true;
   c->closing = true;
+  atomic_store(&c->abandoned, true);
   uv_timer_stop(&c->frame_timer);
   uv_close((uv_handle_t *)&c->poll, conn_on_handle_closed);
   uv_close((uv_handle_t *)&c->frame_timer, conn_on_handle_closed);
@@ -176,6 +178,7 @@ void conn_fill(conn *c, conn_out *slot, int op, const cJSON *reply,
 
 void conn_abandon_pending(conn *c, const proto_error *e) {
   uint64_t now = conn_now_us();
+  atomic_store(&c->abandoned, true);
   for (conn_out *o = c->out_head; o != NULL && !c->closed;) {
     conn_out *next = o->next; /* o may be sent and freed by conn_fill */
     if (!o->ready) {
@@ -382,7 +385,17 @@ static void conn_read(conn *c) {
         log_debug("conn %llu: peer closed in the middle of a frame",
                   (unsigned long long)c->id);
       c->read_eof = true;
-      conn_close_after_flush(c);
+      /* A peer that only shut its writing side still reads its replies; one
+       * that has closed (or died: POLLHUP, both sides shut) never will, and
+       * its queued requests are dropped rather than run for no one. */
+      struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+      if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
+        log_debug("conn %llu: peer gone with %zu requests in flight",
+                  (unsigned long long)c->id, c->pending);
+        conn_close(c);
+      } else {
+        conn_close_after_flush(c);
+      }
       return;
     }
     if (c->hdr_got == 0 && c->body_got == 0)

@@ -9,6 +9,7 @@
 #ifndef DAEMON_CONN_H
 #define DAEMON_CONN_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -60,6 +61,10 @@ typedef struct conn {
   int refs;         /* loop thread only: jobs in flight hold one each */
   bool closing;      /* no more reading; close once replies are sent */
   bool closed;       /* uv_close called */
+  /* Nobody waits for its jobs' results any more (closed, or answered at the
+   * drain's end): the workers skip what has not started and stop a
+   * pipeline between slices. Written on the loop, read by the workers. */
+  atomic_bool abandoned;
   bool read_eof;
 
   /* Frame being assembled. */

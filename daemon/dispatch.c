@@ -195,7 +195,9 @@ static int on_set_active_slice(conn *c, const proto_request *req,
   log_info("conn %llu (uid %u pid %d): active slice %s (%s)",
            (unsigned long long)c->id, (unsigned)c->peer.uid, (int)c->peer.pid,
            s->name, slice_state_name((slice_state)atomic_load(&s->state)));
-  bool resident = atomic_load(&s->state) == SLICE_RESIDENT;
+  /* Resident means in the tier forwards run from: a slice built but now
+   * only in its cache file is brought in too. */
+  bool resident = tiers_at_compute(&c->sd->tiers, s);
   if (resident || !req->wait) {
     cJSON_AddStringToObject(reply, "slice", s->name);
     cJSON_AddStringToObject(reply, "tier", slice_tier_name(s));

@@ -74,6 +74,17 @@ static int load_failed(fwd_job *j, const slice *s, int rc,
                     "slice '%s' cannot be loaded: %s", s->name, e->message);
 }
 
+/* Whether no one waits for this job any more (conn.h): then what has not
+ * run is skipped, with an error no one reads. */
+static bool abandoned(fwd_job *j) {
+  if (!atomic_load(&j->c->abandoned))
+    return false;
+  j->code = proto_fail(&j->err, SLY_E_SHUTTING_DOWN,
+                       "dropped: its connection closed, or slyced stopped "
+                       "waiting for it");
+  return true;
+}
+
 /* Brings slice i of the job to its compute tier and holds it there until
  * tiers_release; what comes next is prefetched meanwhile. */
 static int acquire(fwd_job *j, size_t i) {
@@ -222,6 +233,8 @@ static void run_job(fwd_job *j) {
   /* One slice at a time: a pipeline larger than memory streams through. */
   for (size_t i = 0; i < j->n_slices && j->code == 0; i++) {
     slice *s = j->slices[i];
+    if (i > 0 && abandoned(j))
+      break;
     j->code = acquire(j, i);
     if (j->code < 0)
       break;
@@ -274,6 +287,8 @@ static void fwd_run(job *base) {
                          "the device is lost; slyced restarts");
     return;
   }
+  if (abandoned(j))
+    return;
   run_job(j);
   if (j->code < 0 && tiers_device_lost(t, true)) {
     char was[PROTO_MESSAGE_MAX];
@@ -456,8 +471,8 @@ static slice *stage_target(const slyced *sd, const fwd_job *j) {
 
 static void stage_run(job *base) {
   fwd_job *j = (fwd_job *)base;
-  if (j->stage == NULL)
-    return; /* passing through, behind a staged job of its connection */
+  if (j->stage == NULL || abandoned(j))
+    return; /* passing through behind a staged job, or dropped */
   uint64_t t0 = conn_now_us();
   proto_error e;
   int rc = tiers_stage(&j->c->sd->tiers, j->stage, &e);

@@ -448,6 +448,8 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
   }
   p->host = h;
   p->host_pinned = pinned;
+  if (tiers__compute_tier(t) == TIER_CPU)
+    atomic_fetch_add(&s->loads, 1);
   if (pinned)
     atomic_fetch_add(&t->cpu_pinned, bytes);
   if (fresh != NULL) {
@@ -565,6 +567,7 @@ static int ensure_dev(tiers *t, slice *s, int room, proto_error *err) {
     tiers__log_move(s, "cpu", "gpu", p->bytes, ns);
   }
   p->dev = ds.dst;
+  atomic_fetch_add(&s->loads, 1);
   update_tier(s);
   return 0;
 }
@@ -704,6 +707,10 @@ int tiers_load(tiers *t, slice *s, int tier, proto_error *err) {
   int rc = load_locked(t, s, tier, err);
   op_end(t, s);
   return rc;
+}
+
+bool tiers_at_compute(const tiers *t, const slice *s) {
+  return atomic_load(&s->place.tier) == tiers__compute_tier(t);
 }
 
 bool tiers_wants_stage(const tiers *t, const slice *s) {

@@ -142,6 +142,8 @@ void tiers_release(tiers *t, struct slice *s);
  * would; returns 0, NO_MEMORY (no room now: the executor will ask again)
  * or the build's error. */
 bool tiers_wants_stage(const tiers *t, const struct slice *s);
+/* Whether `s` is in the tier forwards run from now. Atomics only. */
+bool tiers_at_compute(const tiers *t, const struct slice *s);
 int tiers_stage(tiers *t, struct slice *s, proto_error *err);
 
 /* For a forward that found no device memory for its activations: drops the

@@ -166,7 +166,6 @@ int tiers__build(tiers *t, slice *s, bool use_cache, proto_error *err) {
     return rc;
   }
   atomic_store(&s->bytes, p->bytes);
-  atomic_fetch_add(&s->loads, 1);
   tiers__path_add(&t->build, p->bytes, ns);
   const char *how =
       p->on_disk ? (shim_module_filled(s->module)

@@ -436,3 +436,42 @@ Test(tiers_ops, a_removed_slice_gives_its_memory_back) {
   td_stop(d);
   free(ref);
 }
+
+Test(tiers_ops, activate_brings_in_a_slice_that_was_evicted) {
+  static const char *const names[] = {"a"};
+  static const int hidden[] = {512};
+  tk_model m;
+  model_of(&m, names, hidden, 1, 0);
+  char dir[TD_PATH_MAX];
+  tk_cache_new(dir);
+  td *d = start_gpu(&m, 48, 8, 48, dir);
+  tk_client k;
+  tk_open(&k, d);
+  sly_error err;
+  char tier[8] = "";
+  cr_assert_eq(sly_set_active_slice(k.c, "a", 1, tier, &err), 0, "%s",
+               err.message);
+  cr_assert_str_eq(tier, "gpu", "first activate: at %s", tier);
+  /* Built already: only its cache file holds it now, then only host memory.
+   * Activating with wait must bring it to the device either way. */
+  op_ok(k.c, "evict", "a", "disk", "disk");
+  cr_assert_eq(sly_set_active_slice(k.c, "a", 1, tier, &err), 0, "%s",
+               err.message);
+  cr_assert_str_eq(tier, "gpu", "activate after evict to disk: at %s", tier);
+  expect_tier(k.c, "a", "gpu", "", "after the second activate");
+  op_ok(k.c, "evict", "a", "cpu", "cpu");
+  cr_assert_eq(sly_set_active_slice(k.c, "a", 1, tier, &err), 0, "%s",
+               err.message);
+  cr_assert_str_eq(tier, "gpu", "activate after evict to cpu: at %s", tier);
+  /* Each of the three brought it to the device: list counts loads so. */
+  sly_slice_list *l = NULL;
+  cr_assert_eq(sly_list(k.c, &l, &err), 0, "%s", err.message);
+  cr_assert_eq(l->count, 1);
+  const sly_slice_info *a = &l->slices[0];
+  cr_assert_eq(a->loads, 3, "a loaded %llu times",
+               (unsigned long long)a->loads);
+  sly_slice_list_free(l);
+  tk_close(&k);
+  td_stop(d);
+  tk_cache_remove(dir);
+}
