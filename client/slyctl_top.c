@@ -131,9 +131,15 @@ static void print_frame(const cJSON *r, const double prev[TOP_PATHS],
     snprintf(path, sizeof(path), "transfers.%s.gbps", top_paths[i]);
     double gbps = sly__ctl_jnum(r, path);
     double rate = dt > 0 && !isnan(prev[i]) ? (bytes - prev[i]) / dt : NAN;
-    printf("  %s %s at %.2f GB/s, now %s/s", top_paths[i],
+    /* Both rates in GB/s (10^9), as stats gives them, so that they compare
+     * at a glance; amounts stay in binary units like every other. */
+    if (isnan(rate))
+      snprintf(b, sizeof(b), "-");
+    else
+      snprintf(b, sizeof(b), "%.2f", rate / 1e9);
+    printf("  %s %s at %.2f GB/s, now %s GB/s", top_paths[i],
            sly__ctl_fmt_bytes(bytes, a, sizeof(a)), isnan(gbps) ? 0.0 : gbps,
-           sly__ctl_fmt_bytes(rate, b, sizeof(b)));
+           b);
   }
   printf("\nslices   hits %.0f, misses %.0f; evicted: policy %.0f, explicit "
          "%.0f, removed %.0f, failed %.0f\n",

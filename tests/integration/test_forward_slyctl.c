@@ -269,7 +269,9 @@ Test(forward_slyctl, top_shows_frames_of_memory_moves_and_slices) {
             "want exactly 2 frames:\n%s", r.out);
   const char *want[] = {"memory  gpu ", "  cpu ", "moved   disk_to_cpu ",
                         "build ", "slices   hits ", "prefetch done ",
-                        "NAME", "lin ", "resident", "tel_bf16 "};
+                        "NAME", "lin ", "resident", "tel_bf16 ",
+                        /* nothing moved between the frames; one unit */
+                        " GB/s, now 0.00 GB/s"};
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
     cr_assert(strstr(second, want[i]) != NULL, "frame 2 lacks '%s':\n%s",
               want[i], second);
