@@ -4,6 +4,7 @@
  * cache, and on the CPU with a disk cache. Its outputs equal those of a
  * daemon with unlimited memory, every budget holds after every request, and
  * stats and the log account for every move and every eviction. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include <criterion/criterion.h>
 
 #include "harness.h"
+#include "rawconn.h"
 #include "tierkit.h"
 
 TestSuite(tiers_stream, .timeout = 60, .fini = tk_cleanup);
@@ -228,4 +230,48 @@ Test(tiers_stream, stats_and_log_show_every_move_and_eviction) {
   free(log);
   td_stop(d);
   tk_cache_remove(dir);
+}
+
+/* SIGTERM while a pipeline streams over a slow copy path: at the drain's end
+ * the pipeline stops before its next slice, and slyced exits in about one
+ * slice's copy, not the rest of the pipeline's. */
+Test(tiers_stream, the_drains_end_stops_a_streaming_pipeline) {
+  if (tk_on_cuda())
+    cr_skip_test("sim_copy_gbps sets the pace only on sim");
+  tk_model m;
+  memset(&m, 0, sizeof m);
+  for (int i = 0; i < 10; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "q%d", i);
+    tk_model_add(&m, name, 512, i + 1); /* 4 MiB: 0.4 s at 0.01 GB/s */
+  }
+  m.n_cfg = m.n_pipe = 10;
+  td *d = tk_start(&m, "sim",
+                   "\"gpu_strategy\": \"active_only\", \"max_gpu_mem_mb\": 64, "
+                   "\"gpu_reserve_mb\": 8, \"sim_copy_gbps\": 0.01, "
+                   "\"drain_timeout_ms\": 200");
+  int fd = rc_connect(d->sock);
+  rc_assert_hello(fd, 1);
+  static float x[TK_ROWS * TK_FEATURES];
+  rc_map_data(fd, x, sizeof x, 1);
+  char req[256];
+  snprintf(req, sizeof req,
+           "{\"id\": 2, \"op\": \"forward\", \"pipeline\": \"p\", \"inputs\": "
+           "[{\"region\": 1, \"offset\": 0, \"dtype\": \"float32\", "
+           "\"shape\": [%d, %d]}]}",
+           TK_ROWS, TK_FEATURES);
+  cr_assert_eq(rc_send_json(fd, req), 0);
+  td_sleep_ms(300); /* into its first slice's copy */
+  long long t0 = td_now_ms();
+  cr_assert_eq(kill(d->pid, SIGTERM), 0);
+  cJSON *r = rc_read_reply(fd);
+  rc_assert_error(r, 2, "SHUTTING_DOWN");
+  cJSON_Delete(r);
+  cr_assert(td_wait_exit(d, 30000), "slyced did not exit");
+  long long took = td_now_ms() - t0;
+  /* The whole pipeline is 4 s of copies; the drain 0.2 s, then the copy
+   * running and at most one the mover had started (1.2 s here). */
+  cr_assert_lt(took, 2500, "slyced exited %lld ms after SIGTERM", took);
+  close(fd);
+  td_destroy(d);
 }
