@@ -161,10 +161,16 @@ static void assert_exit_0(td *d) {
   free(logs);
 }
 
-Test(forward_lifecycle, sigterm_during_a_slow_forward_replies_then_exits_0) {
-  char *cfg = fx_config(SLOW_SLICE, NULL);
+/* slyced with the fixtures and "slow", `more_keys` in its config. */
+static td *start_slow(const char *more_keys) {
+  char *cfg = fx_config(SLOW_SLICE, more_keys);
   td *d = td_start(cfg);
   free(cfg);
+  return d;
+}
+
+Test(forward_lifecycle, sigterm_during_a_slow_forward_replies_then_exits_0) {
+  td *d = start_slow(NULL);
   int fd = rc_connect(d->sock);
   uint64_t region = slow_region(fd);
   char req[512];
@@ -201,9 +207,7 @@ Test(forward_lifecycle, sigterm_during_a_slow_forward_replies_then_exits_0) {
 
 Test(forward_lifecycle, drain_timeout_answers_queued_forwards_shutting_down) {
   td_skip_on_gpu("the slow forward finishes before drain_timeout_ms");
-  char *cfg = fx_config(SLOW_SLICE, "\"drain_timeout_ms\": 100");
-  td *d = td_start(cfg);
-  free(cfg);
+  td *d = start_slow("\"drain_timeout_ms\": 100");
   int fd = rc_connect(d->sock);
   uint64_t region = slow_region(fd);
   char req[512];
@@ -257,9 +261,7 @@ static long long slow_hits(td *d) {
 
 Test(forward_lifecycle, a_closed_connections_queued_forwards_are_dropped) {
   td_skip_on_gpu("the slow forward is too fast to keep a queue");
-  char *cfg = fx_config(SLOW_SLICE, NULL);
-  td *d = td_start(cfg);
-  free(cfg);
+  td *d = start_slow(NULL);
   int fd = rc_connect(d->sock);
   uint64_t region = slow_region(fd);
   char req[512];

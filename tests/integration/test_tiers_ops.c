@@ -43,6 +43,17 @@ static td *start_gpu(const tk_model *m, int gpu_mb, int reserve_mb, int cpu_mb,
   return d;
 }
 
+/* slyced with one 4 MiB slice "a", roomy budgets and a disk cache in a
+ * fresh `dir`. */
+static td *start_one_4mib(char dir[TD_PATH_MAX]) {
+  static const char *const names[] = {"a"};
+  static const int hidden[] = {512};
+  tk_model m;
+  model_of(&m, names, hidden, 1, 0);
+  tk_cache_new(dir);
+  return start_gpu(&m, 48, 8, 48, dir);
+}
+
 static void expect_tier(sly_conn *c, const char *slice, const char *tier,
                         const char *pinned, const char *when) {
   tk_entry e;
@@ -183,13 +194,8 @@ Test(tiers_ops, a_slice_pinned_at_gpu_stays_while_a_pipeline_streams) {
 }
 
 Test(tiers_ops, evict_below_a_pin_is_refused_until_unpin) {
-  static const char *const names[] = {"a"};
-  static const int hidden[] = {512};
-  tk_model m;
-  model_of(&m, names, hidden, 1, 0);
   char dir[TD_PATH_MAX];
-  tk_cache_new(dir);
-  td *d = start_gpu(&m, 48, 8, 48, dir);
+  td *d = start_one_4mib(dir);
   sly_conn *c = td_connect(d);
   sly_error err;
   char where[8];
@@ -438,13 +444,8 @@ Test(tiers_ops, a_removed_slice_gives_its_memory_back) {
 }
 
 Test(tiers_ops, activate_brings_in_a_slice_that_was_evicted) {
-  static const char *const names[] = {"a"};
-  static const int hidden[] = {512};
-  tk_model m;
-  model_of(&m, names, hidden, 1, 0);
   char dir[TD_PATH_MAX];
-  tk_cache_new(dir);
-  td *d = start_gpu(&m, 48, 8, 48, dir);
+  td *d = start_one_4mib(dir);
   tk_client k;
   tk_open(&k, d);
   sly_error err;
