@@ -148,7 +148,10 @@ void conn_fill(conn *c, conn_out *slot, int op, const cJSON *reply,
     code = cJSON_IsString(cs) ? proto_code_from_wire_name(cs->valuestring)
                               : SLY_E_INTERNAL;
   }
-  stats_record(&c->sd->stats, op, code, conn_now_us() - start_us);
+  /* A reply to a closed connection is dropped unsent: not a request served,
+   * nor an error anyone saw. */
+  if (!c->closed)
+    stats_record(&c->sd->stats, op, code, conn_now_us() - start_us);
   c->pending--;
   if (n_fds > 0)
     memcpy(slot->fds, fds, n_fds * sizeof(int));

@@ -103,7 +103,8 @@ void conn_reply(conn *c, int op, const cJSON *reply, uint64_t start_us);
  * NULL when out of memory. */
 conn_out *conn_reserve(conn *c);
 /* Fills a reserved slot; `fds` (taken over, closed after sending) ride on
- * the frame. Safe on a closed connection (everything is dropped). */
+ * the frame. Safe on a closed connection (everything is dropped, and the
+ * request is not counted in stats). */
 void conn_fill(conn *c, conn_out *slot, int op, const cJSON *reply,
                const int *fds, size_t n_fds, uint64_t start_us);
 

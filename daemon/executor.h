@@ -1,4 +1,5 @@
-/* executor.h — the thread that runs work for one device (daemon/).
+/* executor.h — a worker thread: the one that runs a device's work, and the
+ * loader that stages slices before it (daemon/).
  *
  * Owns: one worker thread, its bounded queue (queue_depth) and the hand-back
  * to the loop thread. A job's run() executes on the worker, in submission

@@ -41,6 +41,8 @@ typedef struct {
   size_t n_outputs;
   outpool_lease *lease;
   uint64_t load_us, compute_us;
+  uint64_t accepted_us; /* when submit queued it, on whichever worker */
+  uint64_t stage_us;    /* of load_us, the loader's part */
 } fwd_job;
 
 static void release_region(void *ctx) { region_unref(ctx); }
@@ -74,10 +76,13 @@ static int load_failed(fwd_job *j, const slice *s, int rc,
                     "slice '%s' cannot be loaded: %s", s->name, e->message);
 }
 
-/* Whether no one waits for this job any more (conn.h): then what has not
- * run is skipped, with an error no one reads. */
+/* Whether this forward waits for no one any more (conn.h): then what has
+ * not run is skipped, with an error no one reads. Only forwards: a reply is
+ * all they make, while a load or a tier op changes what the daemon holds
+ * (add_slice, set_active_slice without wait, pin) and is carried out
+ * whoever is left to hear of it. */
 static bool abandoned(fwd_job *j) {
-  if (!atomic_load(&j->c->abandoned))
+  if (j->load_only || j->tier_op || !atomic_load(&j->c->abandoned))
     return false;
   j->code = proto_fail(&j->err, SLY_E_SHUTTING_DOWN,
                        "dropped: its connection closed, or slyced stopped "
@@ -324,8 +329,11 @@ static cJSON *fwd_reply(fwd_job *j, int *fds, size_t *n_fds) {
   uint64_t lease = outpool_lease_commit(j->pool, j->lease);
   cJSON_AddNumberToObject(reply, "lease", (double)lease);
   uint64_t total = conn_now_us() - j->start_us;
+  /* Waiting, on the loader and the device's queue, but not the staging. */
+  uint64_t waited = j->base.started_us - j->accepted_us;
   cJSON_AddNumberToObject(timing, "queue_us",
-                          (double)(j->base.started_us - j->base.submitted_us));
+                          (double)(waited > j->stage_us ? waited - j->stage_us
+                                                        : 0));
   cJSON_AddNumberToObject(timing, "load_us", (double)j->load_us);
   cJSON_AddNumberToObject(timing, "compute_us", (double)j->compute_us);
   cJSON_AddNumberToObject(timing, "total_us", (double)total);
@@ -440,12 +448,15 @@ static fwd_job *job_new(conn *c, int op, uint64_t req_id, uint64_t start_us,
 /* ---- staging on the loader thread ------------------------------------
  * A job whose slice has no copy in memory goes to the loader first, which
  * builds it or reads it into host memory (tiers_stage), and only then to
- * the device's executor: a slice that takes seconds to come in holds up
- * its own clients, not everyone's. A connection's later jobs follow it
- * through the loader (which only passes them on), so that its requests
- * still take effect in the order they were sent. Only the first slice of
- * a pipeline that needs a build is staged; the executor and the mover
- * bring the rest in as before. */
+ * the device's executor: a slice that takes seconds to come in no longer
+ * holds up forwards of slices already in memory. Jobs that would wait for
+ * it on the executor follow it through the loader instead (which only
+ * passes them on): the connection's later jobs, so that its requests take
+ * effect in the order they were sent, and jobs for the slice being staged.
+ * Only the first slice of a pipeline that needs a build is staged; the
+ * executor and the mover bring the rest in as before. Still shared: the
+ * loader is one queue, and a forward short of memory on the executor waits
+ * for a move in flight, the loader's included (tiers.c, make_resident). */
 
 /* The slice `j` should stage, or NULL. Loop thread. */
 static slice *stage_target(const slyced *sd, const fwd_job *j) {
@@ -473,10 +484,14 @@ static void stage_run(job *base) {
   fwd_job *j = (fwd_job *)base;
   if (j->stage == NULL || abandoned(j))
     return; /* passing through behind a staged job, or dropped */
+  /* A lost device is for fwd_run to report, as it does for every job. */
+  if (tiers_device_lost(&j->c->sd->tiers, false))
+    return;
   uint64_t t0 = conn_now_us();
   proto_error e;
   int rc = tiers_stage(&j->c->sd->tiers, j->stage, &e);
-  j->load_us += conn_now_us() - t0;
+  j->stage_us = conn_now_us() - t0;
+  j->load_us += j->stage_us;
   /* Lack of room now is for the executor to settle, as it would have. */
   if (rc < 0 && rc != SLY_E_NO_MEMORY)
     j->code = load_failed(j, j->stage, rc, &e);
@@ -489,6 +504,8 @@ static void stage_done(job *base) {
   fwd_job *j = (fwd_job *)base;
   slyced *sd = j->c->sd;
   j->c->staged--;
+  if (j->stage != NULL)
+    j->stage->staging--;
   j->base.run = fwd_run;
   j->base.done = fwd_done;
   if (j->base.cancelled || j->code < 0 ||
@@ -512,6 +529,11 @@ static int submit(conn *c, fwd_job *j, bool want_reply, proto_error *err) {
   }
   j->stage = stage_target(sd, j);
   bool staged = j->stage != NULL || c->staged > 0;
+  /* A job for a slice the loader is bringing in follows it there too: on
+   * the executor it would wait for the loader's claim, and everyone with
+   * it (an evict or a pin of that slice, say). */
+  for (size_t i = 0; i < j->n_slices && !staged; i++)
+    staged = j->slices[i]->staging > 0;
   if (staged) {
     j->base.run = stage_run;
     j->base.done = stage_done;
@@ -520,6 +542,7 @@ static int submit(conn *c, fwd_job *j, bool want_reply, proto_error *err) {
    * and passes on to it later whatever it holds then. */
   uint64_t depth = sd->cfg->limits.queue_depth;
   bool device_full = staged && executor_pending(&sd->exec) >= depth;
+  j->accepted_us = conn_now_us();
   if (device_full ||
       executor_submit(staged ? &sd->loader : &sd->exec, &j->base, depth) < 0) {
     job_free(j);
@@ -529,6 +552,8 @@ static int submit(conn *c, fwd_job *j, bool want_reply, proto_error *err) {
   }
   if (staged)
     c->staged++;
+  if (j->stage != NULL)
+    j->stage->staging++;
   if (want_reply) {
     j->slot = conn_reserve(c);
     if (j->slot == NULL) {

@@ -33,6 +33,7 @@ typedef struct slice {
   char *name, *constructor, *config_dir, *device;
   cJSON *config; /* owned */
   bool runtime;  /* added with add_slice */
+  int staging;   /* loop thread: jobs on the loader staging it (forward.c) */
   atomic_int state;
   atomic_bool removed; /* out of the registry: the tiers reclaim its memory */
   /* Executor thread only. */

@@ -31,7 +31,7 @@ typedef struct slyced {
   notify notify;
   server srv;
   slice_registry slices;
-  tiers tiers; /* executor thread only, but for the stats atomics */
+  tiers tiers; /* the workers' (under its mutex), but for the stats atomics */
   executor exec; /* one device per daemon for now */
   executor loader; /* stages slices before their jobs reach exec (forward.c) */
   bool draining;

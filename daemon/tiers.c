@@ -648,7 +648,10 @@ int tiers_acquire(tiers *t, slice *s, proto_error *err) {
   bool waited = op_begin(t, s);
   tier_place *p = &s->place;
   int ct = tiers__compute_tier(t);
-  bool hit = ct == TIER_GPU ? p->dev != NULL : p->host != NULL;
+  /* A slice the loader brought in for this very request was not found in
+   * memory: a miss, for the figures and for prefetch's window. */
+  bool hit = (ct == TIER_GPU ? p->dev != NULL : p->host != NULL) && !p->staged;
+  p->staged = false;
   /* Whether the forwards wait for copies: see prefetch.c's window. */
   t->stalls = t->stalls << 1 | (waited || !hit);
   atomic_fetch_add(hit ? &t->hits : &t->misses, 1);
@@ -734,6 +737,7 @@ int tiers_stage(tiers *t, slice *s, proto_error *err) {
     /* On a GPU, a slice its cache file holds is left there, as above. */
     if (rc == 0 && !(p->on_disk && tiers__compute_tier(t) == TIER_GPU))
       rc = ensure_host(t, s, TIERS_ROOM_DEMAND, NULL, err);
+    p->staged = rc == 0;
     settle_state(s, rc);
   }
   op_end(t, s);

@@ -9,8 +9,10 @@
  * module's views; evicting to a lower tier never copies back (weights are
  * read-only). Eviction follows evict.h.
  *
- * Threads: the executor (forwards and the tier ops) and the mover, which
- * brings slices in ahead of use (prefetch.c), share everything here under
+ * Threads: the executor (forwards and the tier ops), the loader (which
+ * stages a request's slice before the executor gets the request, see
+ * tiers_stage) and the mover, which brings slices in ahead of use
+ * (prefetch.c), share everything here under
  * one mutex, which they drop only around the long parts of a move (building,
  * disk reads and writes, copies); the slice being moved is "busy" meanwhile,
  * owned by that thread: no one else moves or evicts it, and a forward that
@@ -53,6 +55,7 @@ typedef struct {
   bool busy;             /* a thread is moving it with the mutex dropped */
   bool needed_next;      /* a running pipeline needs it within prefetch_depth */
   bool prefetched;       /* brought in ahead of use and not used since */
+  bool staged;           /* brought in by tiers_stage, not used since */
   uint64_t next_use_at;  /* tick of its next known use; 0 = unknown */
   struct slice *successor; /* the slice that usually follows it (a reference) */
   uint32_t successor_seen; /* how many times in a row it did */

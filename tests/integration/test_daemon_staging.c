@@ -99,6 +99,13 @@ Test(daemon_staging, a_slow_build_holds_up_no_other_client) {
   cr_assert_eq(rc_send_json(slow, "{\"id\": 5, \"op\": \"load\", \"slice\": "
                                   "\"big\", \"tier\": \"cpu\"}"),
                0);
+  /* A tier op on the slice being staged, from a third client, waits for it
+   * on the loader, not on the executor where it would hold up everyone. */
+  int third = rc_connect(d->sock);
+  rc_assert_hello(third, 1);
+  cr_assert_eq(rc_send_json(third, "{\"id\": 6, \"op\": \"evict\", "
+                                   "\"slice\": \"big\", \"tier\": \"cpu\"}"),
+               0);
   /* Each of these would wait for the whole build on one executor. */
   int answered_first = 0;
   for (int i = 0; i < 5; i++) {
@@ -114,6 +121,10 @@ Test(daemon_staging, a_slow_build_holds_up_no_other_client) {
                "the load of big was answered before %d of 5 small forwards "
                "sent after it; logs:\n%s",
                5 - answered_first, td_logs(d, 4000));
+  r = slow_reply(third);
+  rc_assert_ok(r, 6);
+  cJSON_Delete(r);
+  close(third);
   char *tier = big_tier(d);
   cr_assert_str_eq(tier, "cpu");
   free(tier);
@@ -180,5 +191,56 @@ Test(daemon_staging, a_build_that_fails_on_the_loader_is_answered_once) {
   /* Built once (on the loader), not again on the executor. */
   cr_assert_eq(log_count(d, "slice gone: build failed"), 1);
   close(fd);
+  td_stop(d);
+}
+
+/* A stats figure (hits, misses) from a fresh connection. */
+static double stat_of(td *d, const char *key) {
+  int fd = rc_connect(d->sock);
+  rc_assert_hello(fd, 1);
+  cJSON *r = rc_call(fd, "{\"id\": 2, \"op\": \"stats\"}");
+  rc_assert_ok(r, 2);
+  const cJSON *v = cJSON_GetObjectItem(r, key);
+  cr_assert(cJSON_IsNumber(v), "stats has no %s", key);
+  double x = v->valuedouble;
+  cJSON_Delete(r);
+  close(fd);
+  return x;
+}
+
+Test(daemon_staging, a_slice_staged_for_a_forward_counts_as_a_miss) {
+  td *d = td_start(STAGING_SLICES);
+  int fd = small_client(d);
+  forward_small(fd, 10); /* staged: built on the loader */
+  cr_assert_eq(stat_of(d, "misses"), 1);
+  cr_assert_eq(stat_of(d, "hits"), 0);
+  forward_small(fd, 11);
+  cr_assert_eq(stat_of(d, "hits"), 1);
+  close(fd);
+  td_stop(d);
+}
+
+Test(daemon_staging, a_background_load_outlives_its_connection) {
+  /* On sim the load's last step, to the device, is the executor's: it runs
+   * after the close is seen. */
+  td *d = td_start(STAGING_SLICES ", \"device\": \"sim\", \"gpu_strategy\": "
+                                  "\"limit_gpu\", \"max_gpu_mem_mb\": 1024, "
+                                  "\"gpu_reserve_mb\": 8");
+  int fd = rc_connect(d->sock);
+  rc_assert_hello(fd, 1);
+  cJSON *r = rc_call(fd, "{\"id\": 2, \"op\": \"set_active_slice\", "
+                         "\"slice\": \"big\", \"wait\": false}");
+  rc_assert_ok(r, 2);
+  cJSON_Delete(r);
+  close(fd); /* as `slyctl activate big --no-wait` does */
+  long long deadline = td_now_ms() + 90000;
+  char *tier = big_tier(d);
+  while (strcmp(tier, "gpu") != 0 && td_now_ms() < deadline) {
+    free(tier);
+    td_sleep_ms(100);
+    tier = big_tier(d);
+  }
+  cr_assert_str_eq(tier, "gpu", "the load was dropped with its connection");
+  free(tier);
   td_stop(d);
 }
