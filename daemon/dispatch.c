@@ -196,8 +196,10 @@ static int on_set_active_slice(conn *c, const proto_request *req,
            (unsigned long long)c->id, (unsigned)c->peer.uid, (int)c->peer.pid,
            s->name, slice_state_name((slice_state)atomic_load(&s->state)));
   /* Resident means in the tier forwards run from: a slice built but now
-   * only in its cache file is brought in too. */
-  bool resident = tiers_at_compute(&c->sd->tiers, s);
+   * only in its cache file is brought in too. With requests of this
+   * connection still in flight (an evict of this slice, say) the answer
+   * is not known here: the load job gives it after them. */
+  bool resident = c->pending == 0 && tiers_at_compute(&c->sd->tiers, s);
   if (resident || !req->wait) {
     cJSON_AddStringToObject(reply, "slice", s->name);
     cJSON_AddStringToObject(reply, "tier", slice_tier_name(s));

@@ -244,3 +244,41 @@ Test(daemon_staging, a_background_load_outlives_its_connection) {
   free(tier);
   td_stop(d);
 }
+
+Test(daemon_staging, activate_behind_an_evict_of_its_slice_brings_it_back) {
+  td *d = td_start(STAGING_SLICES);
+  int fd = small_client(d);
+  forward_small(fd, 10); /* small in host memory */
+  /* In one go: a staged load (slow), an evict of small that follows it
+   * through the loader, and an activate of small with wait. The activate
+   * must take effect after the evict, as sent: small ends in memory. */
+  cr_assert_eq(rc_send_json(fd, "{\"id\": 5, \"op\": \"load\", \"slice\": "
+                                "\"big\", \"tier\": \"cpu\"}"),
+               0);
+  cr_assert_eq(rc_send_json(fd, "{\"id\": 6, \"op\": \"evict\", \"slice\": "
+                                "\"small\", \"tier\": \"disk\"}"),
+               0);
+  cr_assert_eq(rc_send_json(fd, "{\"id\": 7, \"op\": \"set_active_slice\", "
+                                "\"slice\": \"small\", \"wait\": true}"),
+               0);
+  for (int id = 5; id <= 7; id++) {
+    cJSON *r = slow_reply(fd);
+    rc_assert_ok(r, (uint64_t)id);
+    if (id == 7)
+      cr_assert_str_eq(cJSON_GetObjectItem(r, "tier")->valuestring, "cpu");
+    cJSON_Delete(r);
+  }
+  int l = rc_connect(d->sock);
+  rc_assert_hello(l, 1);
+  cJSON *r = rc_call(l, "{\"id\": 2, \"op\": \"list\"}");
+  const cJSON *s;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItem(r, "slices")) {
+    if (strcmp(cJSON_GetObjectItem(s, "name")->valuestring, "small") == 0)
+      cr_assert_str_eq(cJSON_GetObjectItem(s, "tier")->valuestring, "cpu",
+                       "the activate was answered before the evict ran");
+  }
+  cJSON_Delete(r);
+  close(l);
+  close(fd);
+  td_stop(d);
+}
