@@ -108,6 +108,14 @@ int tiers__mover_start(tiers *t) {
   return r;
 }
 
+void tiers_stop_prefetch(tiers *t) {
+  pthread_mutex_lock(&t->mu);
+  t->stopping = true;
+  clear_queue(t);
+  pthread_cond_signal(&t->work);
+  pthread_mutex_unlock(&t->mu);
+}
+
 void tiers__mover_stop(tiers *t) {
   pthread_mutex_lock(&t->mu);
   t->stopping = true;

@@ -136,6 +136,9 @@ static void drain_finish(slyced *sd, const char *how) {
     return;
   sd->stopped = true;
   log_info("drain %s; stopping", how);
+  /* Prefetches queued for a pipeline that will not go on would each be a
+   * whole move between here and the exit. */
+  tiers_stop_prefetch(&sd->tiers);
   uv_timer_stop(&sd->drain_timer);
   server_close_all(&sd->srv);
   uv_stop(sd->loop);

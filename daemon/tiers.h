@@ -172,6 +172,9 @@ bool tiers_device_lost(tiers *t, bool probe);
  * (the pipeline is taken to repeat). */
 void tiers_pipeline_step(tiers *t, struct slice *const *v, size_t n,
                          size_t cur);
+/* No more prefetching: what is queued is dropped and the mover ends after
+ * the move it is making (slyced is stopping). Loop thread. */
+void tiers_stop_prefetch(tiers *t);
 /* The pipeline is done: nothing of it is protected any more. */
 void tiers_pipeline_end(tiers *t, struct slice *const *v, size_t n);
 /* A one-slice forward of `s` has started (after tiers_acquire): learns that
