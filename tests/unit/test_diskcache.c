@@ -111,12 +111,14 @@ Test(diskcache, chunk_callbacks_follow_the_read_in_order) {
   int r = diskcache_read_chunks(dir, &f->l, dst, 1u << 20, on_chunk, &sn, err);
   cr_assert_eq(r, 0, "%d %s", r, err);
   cr_assert_eq(sn.next, f->l.blob_bytes, "the ranges cover the blob");
-  /* The caller may stop the read: its error comes back, the file stays. */
+  /* The caller may stop the read: its error comes back, the file stays.
+   * At the first call, the only one sure to come: on a busy machine the
+   * reader may land everything before the consumer hears of any of it. */
   memset(dst, 0, f->l.blob_bytes);
-  sn = (seen){.f = f, .dst = dst, .stop_after = 2, .stop_with = -ECANCELED};
+  sn = (seen){.f = f, .dst = dst, .stop_after = 1, .stop_with = -ECANCELED};
   r = diskcache_read_chunks(dir, &f->l, dst, 1u << 20, on_chunk, &sn, err);
   cr_assert_eq(r, -ECANCELED, "%d %s", r, err);
-  cr_assert_eq(sn.calls, 2);
+  cr_assert_eq(sn.calls, 1);
   cr_assert(diskcache_exists(dir, f->l.key));
   /* Bytes handed on before a checksum failure are not blessed by it. */
   char path[PATH_MAX];
