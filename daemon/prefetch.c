@@ -117,14 +117,10 @@ void tiers_stop_prefetch(tiers *t) {
 }
 
 void tiers__mover_stop(tiers *t) {
-  pthread_mutex_lock(&t->mu);
-  t->stopping = true;
-  pthread_cond_signal(&t->work);
-  pthread_mutex_unlock(&t->mu);
+  tiers_stop_prefetch(t); /* nothing is queued from here on */
   if (t->mover_started)
     pthread_join(t->mover, NULL);
   t->mover_started = false;
-  clear_queue(t);
   slice_unref(t->last_single);
   t->last_single = NULL;
 }

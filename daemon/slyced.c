@@ -131,6 +131,13 @@ int slyced_reload(slyced *sd, cJSON *start_only, char err[CONFIG_ERROR_MAX]) {
   return 0;
 }
 
+/* Answers what has not started, on both workers, as cancelled. The loader
+ * first: what it cancels is answered, not passed on to the executor. */
+static void cancel_queued(slyced *sd) {
+  executor_cancel_queued(&sd->loader);
+  executor_cancel_queued(&sd->exec);
+}
+
 static void drain_finish(slyced *sd, const char *how) {
   if (sd->stopped)
     return;
@@ -162,9 +169,7 @@ static void drain_timeout_cb(uv_timer_t *t) {
    * running (its result is dropped): replies go out in order, and the
    * clients should not wait for a daemon that is leaving. The replies are
    * written before the connections close. */
-  /* The loader first: what it cancels is answered, not passed on. */
-  executor_cancel_queued(&sd->loader);
-  executor_cancel_queued(&sd->exec);
+  cancel_queued(sd);
   proto_error e;
   proto_fail(&e, SLY_E_SHUTTING_DOWN,
              "slyced stopped before this request finished");
@@ -201,8 +206,7 @@ void slyced_device_lost(slyced *sd, const char *why) {
   sd->device_lost = true;
   sd->exit_code = 1;
   log_error("%s; failing queued requests and exiting for a restart", why);
-  executor_cancel_queued(&sd->loader);
-  executor_cancel_queued(&sd->exec);
+  cancel_queued(sd);
   slyced_begin_shutdown(sd, "device lost");
 }
 
