@@ -334,6 +334,8 @@ static int on_stats(conn *c, const proto_request *req, dispatch_ctx *ctx,
   cJSON_AddNumberToObject(proc, "rss_bytes", (double)rss);
   cJSON_AddNumberToObject(proc, "mem_available_bytes", (double)avail);
   cJSON_AddNumberToObject(proc, "mem_total_bytes", (double)total);
+  cJSON_AddNumberToObject(proc, "cpus", (double)sd->cpus);
+  cJSON_AddBoolToObject(proc, "spin_waits", sd->exec.spin);
   cJSON_AddNumberToObject(conns, "open", (double)sd->srv.n_conns);
   cJSON_AddNumberToObject(conns, "accepted", (double)sd->stats.conns_accepted);
   cJSON_AddNumberToObject(conns, "rejected", (double)sd->stats.conns_rejected);

@@ -27,7 +27,9 @@
  * The swaps are compare-and-exchange, so exactly one side acts when the
  * watch runs out as the job finishes. Both threads spin only while one
  * client waits on one short job: a 4 KiB forward then costs two thread
- * wake-ups, like a bare socket round trip, instead of four. */
+ * wake-ups, like a bare socket round trip, instead of four. Neither spins
+ * where the executor was started without `spin` (one usable CPU: the
+ * spinning thread would hold up the one it waits for). */
 #define EXECUTOR_WATCH_US 50
 enum {
   EXECUTOR_HANDBACK_NONE,
@@ -77,7 +79,7 @@ static void *executor_main(void *arg) {
       ex->sleeping = false;
     }
     atomic_store(&ex->has_work, false);
-    spin = true;
+    spin = ex->spin;
     if (ex->head == NULL)
       break; /* stopping, and nothing left */
     job *j = ex->head;
@@ -146,8 +148,9 @@ static void executor_on_watch(uv_idle_t *h) {
   executor_on_async(&ex->async);
 }
 
-int executor_start(executor *ex, uv_loop_t *loop) {
+int executor_start(executor *ex, uv_loop_t *loop, bool spin) {
   memset(ex, 0, sizeof(*ex));
+  ex->spin = spin;
   pthread_mutex_init(&ex->mu, NULL);
   pthread_cond_init(&ex->cv, NULL);
   int r = uv_async_init(loop, &ex->async, executor_on_async);
@@ -174,7 +177,7 @@ int executor_submit(executor *ex, job *j, uint64_t depth) {
   }
   j->next = NULL;
   j->submitted_us = conn_now_us();
-  if (ex->queued == 0 && ex->watch_open &&
+  if (ex->spin && ex->queued == 0 && ex->watch_open &&
       atomic_load(&ex->last_run_us) < EXECUTOR_WATCH_US &&
       atomic_load(&ex->handback) == EXECUTOR_HANDBACK_NONE) {
     /* Set before the worker can see the job, so that it never finishes

@@ -45,10 +45,14 @@ typedef struct {
   uv_async_t async;
   uv_idle_t watch; /* keeps the loop polling while a short job runs */
   bool async_open, watch_open;
+  bool spin; /* spin-waits pay here: set by executor_start */
 } executor;
 
-/* Starts the worker. Returns 0 or a negative errno / libuv error. */
-int executor_start(executor *ex, uv_loop_t *loop);
+/* Starts the worker. With `spin`, the worker and the loop thread spin-wait
+ * for a short while around short jobs instead of sleeping (executor.c):
+ * only where another CPU can run the thread that is waited for. Returns 0
+ * or a negative errno / libuv error. */
+int executor_start(executor *ex, uv_loop_t *loop, bool spin);
 /* Queues a job unless `depth` jobs are already queued or running: then
  * returns SLY_E_BUSY and the job stays the caller's. */
 int executor_submit(executor *ex, job *j, uint64_t depth);

@@ -9,6 +9,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "syscpu.h"
 
 /* STATUS= is refreshed this often for `systemctl status`. */
 #define SLYCED_STATUS_MS 10000
@@ -262,9 +263,12 @@ int slyced_start(slyced *sd, uv_loop_t *loop, config *cfg) {
     log_error("%s", terr);
     return -1;
   }
-  int e = executor_start(&sd->exec, loop);
+  /* Only the device's executor spin-waits: the loader's jobs are builds and
+   * disk reads, which a few microseconds saved on a wake-up do not help. */
+  sd->cpus = syscpu_usable();
+  int e = executor_start(&sd->exec, loop, sd->cpus >= 2);
   if (e == 0)
-    e = executor_start(&sd->loader, loop);
+    e = executor_start(&sd->loader, loop, false);
   if (e < 0) {
     log_error("executor thread: %s", strerror(-e));
     return -1;
@@ -282,8 +286,10 @@ int slyced_start(slyced *sd, uv_loop_t *loop, config *cfg) {
   notify_ready(buf);
   uv_timer_start(&sd->status_timer, status_cb, SLYCED_STATUS_MS,
                  SLYCED_STATUS_MS);
-  log_info("slyced %s ready (device %s, pid %d)", SLY_VERSION, cfg->device,
-           (int)getpid());
+  log_info("slyced %s ready (device %s, pid %d, %d usable CPU%s%s)",
+           SLY_VERSION, cfg->device, (int)getpid(), sd->cpus,
+           sd->cpus == 1 ? "" : "s",
+           sd->cpus >= 2 ? "" : ": no spin-waits");
   return 0;
 }
 

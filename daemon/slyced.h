@@ -34,6 +34,7 @@ typedef struct slyced {
   tiers tiers; /* the workers' (under its mutex), but for the stats atomics */
   executor exec; /* one device per daemon for now */
   executor loader; /* stages slices before their jobs reach exec (forward.c) */
+  int cpus;        /* usable by this process when it started (syscpu.h) */
   bool draining;
   bool stopped; /* the drain is over and the loop was told to stop */
   bool device_lost; /* what is queued fails UNAVAILABLE; we exit 1 */

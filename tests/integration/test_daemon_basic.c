@@ -1,6 +1,7 @@
 /* test_daemon_basic.c — hello, list and stats against a real slyced, through
  * libslyce and as raw replies. */
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 
 #include <criterion/criterion.h>
 
+#include "fixtures.h"
 #include "harness.h"
 #include "limits.h"
 #include "rawconn.h"
@@ -220,6 +222,15 @@ Test(daemon_basic, raw_stats_count_by_op_by_error_and_connections) {
   cr_assert_gt(rc_u64(proc, "rss_bytes"), 0);
   cr_assert_gt(rc_u64(proc, "mem_available_bytes"), 0);
   cr_assert_gt(rc_u64(proc, "mem_total_bytes"), 0);
+  cpu_set_t mine;
+  cr_assert(sched_getaffinity(0, sizeof(mine), &mine) == 0);
+  /* A cgroup quota may allow fewer CPUs than the mask holds. */
+  uint64_t cpus = rc_u64(proc, "cpus");
+  cr_assert(cpus >= 1 && cpus <= (uint64_t)CPU_COUNT(&mine), "cpus %llu",
+            (unsigned long long)cpus);
+  const cJSON *spin = cJSON_GetObjectItemCaseSensitive(proc, "spin_waits");
+  cr_assert(cJSON_IsBool(spin));
+  cr_assert_eq(cJSON_IsTrue(spin), cpus >= 2);
   const cJSON *lat = cJSON_GetObjectItemCaseSensitive(
       cJSON_GetObjectItemCaseSensitive(s1, "requests"), "latency_us");
   cr_assert(cJSON_IsObject(lat), "stats has no requests.latency_us");
@@ -246,4 +257,33 @@ Test(daemon_basic, raw_stats_count_by_op_by_error_and_connections) {
   close(fd);
   close(fd2);
   td_stop(d);
+}
+
+/* Confined to one CPU, the daemon says so and does not spin-wait: its
+ * spinning thread would hold up the one it waits for. It still serves. */
+Test(daemon_basic, one_cpu_means_no_spin_waits) {
+  cpu_set_t mine, one;
+  cr_assert(sched_getaffinity(0, sizeof(mine), &mine) == 0);
+  CPU_ZERO(&one);
+  for (int i = 0; i < CPU_SETSIZE; i++)
+    if (CPU_ISSET(i, &mine)) {
+      CPU_SET(i, &one);
+      break;
+    }
+  cr_assert(sched_setaffinity(0, sizeof(one), &one) == 0);
+  char *cfg = fx_config(NULL, NULL);
+  td *d = td_start(cfg); /* forked here: it inherits the one CPU */
+  free(cfg);
+  cr_assert(sched_setaffinity(0, sizeof(mine), &mine) == 0);
+  int fd = rc_connect(d->sock);
+  cJSON *s = rc_call(fd, "{\"id\": 1, \"op\": \"stats\"}");
+  rc_assert_ok(s, 1);
+  const cJSON *proc = cJSON_GetObjectItemCaseSensitive(s, "process");
+  cr_assert_eq(rc_u64(proc, "cpus"), 1);
+  cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(proc, "spin_waits")));
+  cr_assert(td_logs_wait(d, "1 usable CPU: no spin-waits", 2000));
+  cJSON_Delete(s);
+  close(fd);
+  td_assert_forward_ok(d, "confined to one CPU");
+  td_stop_clean(d);
 }
