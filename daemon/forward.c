@@ -32,6 +32,7 @@ typedef struct {
   bool device_lost; /* it failed because the device is lost */
   int tier;
   slice *stage; /* on the loader: the slice to stage first (one of slices) */
+  slice *held;  /* stage, once staged, until acquired (or job_free) */
   uint64_t retired[PROTO_MAX_IDS];
   size_t n_retired;
   /* Results. */
@@ -99,6 +100,12 @@ static int acquire(fwd_job *j, size_t i) {
   proto_error e;
   int rc = tiers_acquire(t, s, &e);
   j->load_us += conn_now_us() - t0;
+  if (s == j->held) {
+    /* In use from here on (or failed): the stage's hold has done its job,
+     * and would keep the copy from leaving once the pipeline moves on. */
+    tiers_stage_release(s);
+    j->held = NULL;
+  }
   if (rc == 0) {
     if (j->n_slices > 1)
       tiers_pipeline_step(t, j->slices, j->n_slices, i);
@@ -356,6 +363,8 @@ static cJSON *load_reply(fwd_job *j) {
 /* Drops everything the job holds: what it leased, the inputs the shim did
  * not take, and its references. Also undoes job_new for a job never queued. */
 static void job_free(fwd_job *j) {
+  if (j->held != NULL)
+    tiers_stage_release(j->held);
   if (j->lease != NULL)
     outpool_lease_abort(j->pool, j->lease);
   for (size_t i = 0; i < j->n_inputs; i++)
@@ -454,9 +463,11 @@ static fwd_job *job_new(conn *c, int op, uint64_t req_id, uint64_t start_us,
  * passes them on): the connection's later jobs, so that its requests take
  * effect in the order they were sent, and jobs for the slice being staged.
  * Only the first slice of a pipeline that needs a build is staged; the
- * executor and the mover bring the rest in as before. Still shared: the
- * loader is one queue, and a forward short of memory on the executor waits
- * for a move in flight, the loader's included (tiers.c, make_resident). */
+ * executor and the mover bring the rest in as before. The staged copy is
+ * held (tiers_stage_release) until the job acquires it, or ends. Still
+ * shared: the loader is one queue, and a forward short of memory on the
+ * executor waits for a move in flight, the loader's included (tiers.c,
+ * make_resident). */
 
 /* The slice `j` should stage, or NULL. Loop thread. */
 static slice *stage_target(const slyced *sd, const fwd_job *j) {
@@ -490,6 +501,8 @@ static void stage_run(job *base) {
   uint64_t t0 = conn_now_us();
   proto_error e;
   int rc = tiers_stage(&j->c->sd->tiers, j->stage, &e);
+  if (rc == 0)
+    j->held = j->stage;
   j->stage_us = conn_now_us() - t0;
   j->load_us += j->stage_us;
   /* Lack of room now is for the executor to settle, as it would have. */

@@ -740,8 +740,14 @@ int tiers_stage(tiers *t, slice *s, proto_error *err) {
     p->staged = rc == 0;
     settle_state(s, rc);
   }
+  if (rc == 0)
+    atomic_fetch_add(&p->awaited, 1); /* before any other mover sees it */
   op_end(t, s);
   return rc;
+}
+
+void tiers_stage_release(slice *s) {
+  atomic_fetch_sub(&s->place.awaited, 1);
 }
 
 int tiers_evict_for_compute(tiers *t, slice *keep) {

@@ -56,6 +56,7 @@ typedef struct {
   bool needed_next;      /* a running pipeline needs it within prefetch_depth */
   bool prefetched;       /* brought in ahead of use and not used since */
   bool staged;           /* brought in by tiers_stage, not used since */
+  atomic_int awaited;    /* staged jobs that have not acquired it yet */
   uint64_t next_use_at;  /* tick of its next known use; 0 = unknown */
   struct slice *successor; /* the slice that usually follows it (a reference) */
   uint32_t successor_seen; /* how many times in a row it did */
@@ -143,11 +144,16 @@ void tiers_release(tiers *t, struct slice *s);
  * tiers_wants_stage reads atomics only (loop thread). tiers_stage builds
  * `s` if needed and brings it to host memory, evicting others as a demand
  * would; returns 0, NO_MEMORY (no room now: the executor will ask again)
- * or the build's error. */
+ * or the build's error. On 0 the job holds `s`: until it calls
+ * tiers_stage_release(s) (any thread, atomics only), the policy evicts its
+ * copy only as it would a running pipeline's next slice, as a last resort;
+ * else the executor's work meanwhile (a pipeline streaming through memory)
+ * took the never-used copy first, and the job read it again. */
 bool tiers_wants_stage(const tiers *t, const struct slice *s);
 /* Whether `s` is in the tier forwards run from now. Atomics only. */
 bool tiers_at_compute(const tiers *t, const struct slice *s);
 int tiers_stage(tiers *t, struct slice *s, proto_error *err);
+void tiers_stage_release(struct slice *s);
 
 /* For a forward that found no device memory for its activations: drops the
  * GPU copy of one slice that is not in use (nor `keep`, nor pinned there,
