@@ -213,9 +213,13 @@ const char *rc_status_name(rc_status s) {
 }
 
 cJSON *rc_read_reply(int fd) {
+  return rc_read_reply_within(fd, RC_REPLY_TIMEOUT_MS);
+}
+
+cJSON *rc_read_reply_within(int fd, int timeout_ms) {
   char *body = NULL;
   uint32_t len = 0;
-  rc_status s = rc_read_frame(fd, RC_REPLY_TIMEOUT_MS, &body, &len, NULL);
+  rc_status s = rc_read_frame(fd, timeout_ms, &body, &len, NULL);
   cr_assert(s == RC_FRAME, "expected a reply frame, got %s",
             rc_status_name(s));
   cJSON *j = cJSON_ParseWithLength(body, len);

@@ -61,6 +61,8 @@ const char *rc_status_name(rc_status s);
 /* Reads one reply and parses it; aborts unless it is a JSON object. The
  * caller frees it with cJSON_Delete(). */
 cJSON *rc_read_reply(int fd);
+/* The same, waiting up to `timeout_ms` (a reply behind slow work). */
+cJSON *rc_read_reply_within(int fd, int timeout_ms);
 /* Sends `json` and reads its reply. */
 cJSON *rc_call(int fd, const char *json);
 

@@ -50,15 +50,7 @@ static void forward_small(int fd, int id) {
 /* The reply to a request behind big's build: 256 MiB drawn and copied
  * takes seconds under a sanitizer, more than rc_read_reply waits. */
 static cJSON *slow_reply(int fd) {
-  char *body = NULL;
-  uint32_t len = 0;
-  rc_status s = rc_read_frame(fd, 90000, &body, &len, NULL);
-  cr_assert(s == RC_FRAME, "expected a reply frame, got %s",
-            rc_status_name(s));
-  cJSON *j = cJSON_ParseWithLength(body, len);
-  free(body);
-  cr_assert(cJSON_IsObject(j));
-  return j;
+  return rc_read_reply_within(fd, 90000);
 }
 
 /* How many times the daemon's log says `needle`. */

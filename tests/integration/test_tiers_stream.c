@@ -277,20 +277,6 @@ Test(tiers_stream, the_drains_end_stops_a_streaming_pipeline) {
   td_destroy(d);
 }
 
-/* A reply that may come after several passes of a pipeline: longer than
- * rc_read_reply waits, under a sanitizer. */
-static cJSON *slow_reply(int fd, uint64_t id) {
-  char *body = NULL;
-  uint32_t len = 0;
-  rc_status st = rc_read_frame(fd, 60000, &body, &len, NULL);
-  cr_assert(st == RC_FRAME, "expected a reply frame, got %s",
-            rc_status_name(st));
-  cJSON *r = cJSON_ParseWithLength(body, len);
-  free(body);
-  rc_assert_ok(r, id);
-  return r;
-}
-
 /* A slice staged for a forward that waits behind pipelines streaming
  * through a small host budget keeps its copy until the forward runs: the
  * pipelines' room comes from their own slices. It used to go first (it had
@@ -337,9 +323,16 @@ Test(tiers_stream, a_staged_slice_waits_in_memory_behind_streaming_pipelines) {
   }
   snprintf(req, sizeof req, fmt, 2, "slice", "x", TK_ROWS, TK_FEATURES);
   cr_assert_eq(rc_send_json(fx, req), 0);
-  cJSON_Delete(slow_reply(fx, 2)); /* staged, then behind the passes */
-  for (uint64_t id = 3; id <= 5; id++)
-    cJSON_Delete(slow_reply(fp, id));
+  /* x is staged, then waits behind the passes: under a sanitizer, longer
+   * than rc_read_reply waits. */
+  r = rc_read_reply_within(fx, 60000);
+  rc_assert_ok(r, 2);
+  cJSON_Delete(r);
+  for (uint64_t id = 3; id <= 5; id++) {
+    r = rc_read_reply_within(fp, 60000);
+    rc_assert_ok(r, id);
+    cJSON_Delete(r);
+  }
   char *log = tk_log(d);
   /* The case holds only if pipelines streamed from disk after x came in. */
   const char *staged = strstr(log, "move slice=x from=cpu to=disk");
