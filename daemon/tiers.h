@@ -146,9 +146,10 @@ void tiers_release(tiers *t, struct slice *s);
  * would; returns 0, NO_MEMORY (no room now: the executor will ask again)
  * or the build's error. On 0 the job holds `s`: until it calls
  * tiers_stage_release(s) (any thread, atomics only), the policy evicts its
- * copy only as it would a running pipeline's next slice, as a last resort;
- * else the executor's work meanwhile (a pipeline streaming through memory)
- * took the never-used copy first, and the job read it again. */
+ * host copy only as it would a running pipeline's next slice (never for a
+ * prefetch; for a demand, as a last resort); else the executor's work
+ * meanwhile (a pipeline streaming through memory) took the never-used copy
+ * first, and the job read it again. An explicit evict still takes it. */
 bool tiers_wants_stage(const tiers *t, const struct slice *s);
 /* Whether `s` is in the tier forwards run from now. Atomics only. */
 bool tiers_at_compute(const tiers *t, const struct slice *s);

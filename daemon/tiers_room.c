@@ -80,8 +80,10 @@ int tiers__make_room(tiers *t, int tier, uint64_t need, slice *keep,
     int pin = atomic_load(&p->pinned_tier);
     c[n].pinned = pin == tier; /* pinned at T keeps its copy at T */
     c[n].in_use = p->in_use > 0 || p->busy;
-    /* A staged copy waits for its job as a pipeline's next slice waits. */
-    c[n].needed_next = p->needed_next || atomic_load(&p->awaited) > 0;
+    /* A staged copy (the host's: tiers_stage brings slices no further)
+     * waits for its job as a pipeline's next slice waits. */
+    c[n].needed_next = p->needed_next ||
+                       (tier == TIER_CPU && atomic_load(&p->awaited) > 0);
     c[n].next_use = p->next_use_at > t->tick ? p->next_use_at - t->tick : 0;
     idx[n++] = i;
   }
@@ -149,7 +151,7 @@ int tiers__evict_one_gpu(tiers *t, slice *keep) {
     tier_place *p = &o->place;
     int pin = atomic_load(&p->pinned_tier);
     if (o == keep || p->dev == NULL || p->in_use > 0 || p->busy ||
-        p->needed_next || atomic_load(&p->awaited) > 0 || pin == TIER_GPU)
+        p->needed_next || pin == TIER_GPU)
       continue;
     double v = evict_value(&p->ev_gpu, t->tick, TIERS_HALF_LIFE);
     if (victim == NULL || v < best) {
