@@ -33,9 +33,6 @@ typedef struct {
   int tier;
   slice *stage; /* on the loader: the slice to stage first (one of slices) */
   slice *held;  /* stage, once staged, until acquired (or job_free) */
-  /* Pipelines with a disk cache: which slices after `stage` the loader
-   * builds too (n_slices flags; NULL for none). */
-  bool *prebuild;
   uint64_t retired[PROTO_MAX_IDS];
   size_t n_retired;
   /* Results. */
@@ -368,7 +365,6 @@ static cJSON *load_reply(fwd_job *j) {
 static void job_free(fwd_job *j) {
   if (j->held != NULL)
     tiers_stage_release(j->held);
-  free(j->prebuild);
   if (j->lease != NULL)
     outpool_lease_abort(j->pool, j->lease);
   for (size_t i = 0; i < j->n_inputs; i++)
@@ -466,43 +462,12 @@ static fwd_job *job_new(conn *c, int op, uint64_t req_id, uint64_t start_us,
  * it on the executor follow it through the loader instead (which only
  * passes them on): the connection's later jobs, so that its requests take
  * effect in the order they were sent, and jobs for the slice being staged.
- * Only the first slice of a pipeline that needs a build is staged and
- * held (tiers_stage_release) until the job acquires it, or ends; the
- * executor and the mover bring the rest in. Where there is a disk cache the
- * loader also builds the pipeline's later slices that need a build, while
- * the host tier has free room for them (each lands in memory, unheld, and
- * in its cache file): else the executor would build them, holding up
- * everyone. It evicts nothing for them: the pipeline would read back from
- * disk what its own builds pushed out, where the executor builds each slice
- * as it runs it. Without a cache a built slice that later found no room
- * would be thrown away and built again. Still
+ * Only the first slice of a pipeline that needs a build is staged; the
+ * executor and the mover bring the rest in as before. The staged copy is
+ * held (tiers_stage_release) until the job acquires it, or ends. Still
  * shared: the loader is one queue, and a forward short of memory on the
  * executor waits for a move in flight, the loader's included (tiers.c,
  * make_resident). */
-
-/* Whether pipeline slice `s` needs a build that the loader should do. */
-static bool needs_build(const slyced *sd, const slice *s) {
-  return atomic_load(&s->state) != SLICE_RESIDENT &&
-         tiers_wants_stage(&sd->tiers, s);
-}
-
-/* Flags the pipeline slices after j->stage that the loader builds too (a
- * disk cache takes them), or leaves j->prebuild NULL. Loop thread. */
-static void plan_prebuild(const slyced *sd, fwd_job *j) {
-  if (j->n_slices < 2 || j->stage == NULL || sd->cfg->disk_cache_path == NULL)
-    return;
-  size_t first = 0;
-  while (j->slices[first] != j->stage)
-    first++;
-  for (size_t i = first + 1; i < j->n_slices; i++) {
-    if (!needs_build(sd, j->slices[i]))
-      continue;
-    if (j->prebuild == NULL &&
-        (j->prebuild = calloc(j->n_slices, sizeof(bool))) == NULL)
-      return; /* the executor builds them, as it would have */
-    j->prebuild[i] = true;
-  }
-}
 
 /* The slice `j` should stage, or NULL. Loop thread. */
 static slice *stage_target(const slyced *sd, const fwd_job *j) {
@@ -518,8 +483,9 @@ static slice *stage_target(const slyced *sd, const fwd_job *j) {
     /* In a pipeline only a build is staged: the disk reads of one larger
      * than memory are the executor's and the mover's, in the order the
      * eviction policy plans them. */
-    if (j->n_slices > 1 ? needs_build(sd, s)
-                        : tiers_wants_stage(&sd->tiers, s))
+    if (j->n_slices > 1 && atomic_load(&s->state) == SLICE_RESIDENT)
+      continue;
+    if (tiers_wants_stage(&sd->tiers, s))
       return s;
   }
   return NULL;
@@ -534,26 +500,14 @@ static void stage_run(job *base) {
     return;
   uint64_t t0 = conn_now_us();
   proto_error e;
-  tiers *t = &j->c->sd->tiers;
-  int rc = tiers_stage(t, j->stage, false, &e);
-  slice *failed = j->stage;
+  int rc = tiers_stage(&j->c->sd->tiers, j->stage, &e);
   if (rc == 0)
     j->held = j->stage;
-  for (size_t i = 0; rc == 0 && j->prebuild != NULL && i < j->n_slices; i++) {
-    if (!j->prebuild[i])
-      continue;
-    if (abandoned(j))
-      break;
-    rc = tiers_stage(t, j->slices[i], true, &e);
-    failed = j->slices[i];
-  }
-  if (rc == SLY_E_NO_MEMORY && failed != j->stage)
-    rc = 0; /* no room for more: the executor builds the rest */
   j->stage_us = conn_now_us() - t0;
   j->load_us += j->stage_us;
   /* Lack of room now is for the executor to settle, as it would have. */
   if (rc < 0 && rc != SLY_E_NO_MEMORY)
-    j->code = load_failed(j, failed, rc, &e);
+    j->code = load_failed(j, j->stage, rc, &e);
 }
 
 /* Hands a staged job to the device's executor, or answers it: it failed,
@@ -565,9 +519,6 @@ static void stage_done(job *base) {
   j->c->staged--;
   if (j->stage != NULL)
     j->stage->staging--;
-  for (size_t i = 0; j->prebuild != NULL && i < j->n_slices; i++)
-    if (j->prebuild[i])
-      j->slices[i]->staging--;
   j->base.run = fwd_run;
   j->base.done = fwd_done;
   if (j->base.cancelled || j->code < 0 ||
@@ -590,7 +541,6 @@ static int submit(conn *c, fwd_job *j, bool want_reply, proto_error *err) {
                       c->pending);
   }
   j->stage = stage_target(sd, j);
-  plan_prebuild(sd, j);
   bool staged = j->stage != NULL || c->staged > 0;
   /* A job for a slice the loader is bringing in follows it there too: on
    * the executor it would wait for the loader's claim, and everyone with
@@ -617,9 +567,6 @@ static int submit(conn *c, fwd_job *j, bool want_reply, proto_error *err) {
     c->staged++;
   if (j->stage != NULL)
     j->stage->staging++;
-  for (size_t i = 0; j->prebuild != NULL && i < j->n_slices; i++)
-    if (j->prebuild[i])
-      j->slices[i]->staging++;
   if (want_reply) {
     j->slot = conn_reserve(c);
     if (j->slot == NULL) {

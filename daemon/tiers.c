@@ -383,7 +383,7 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
       !p->on_disk)
     discard_module(s);
   if (s->module == NULL) {
-    int rc = tiers__build(t, s, true, false, err);
+    int rc = tiers__build(t, s, true, err);
     if (rc < 0)
       return rc;
   }
@@ -442,7 +442,7 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
       discard_module(s);
       /* Not looking for the file again: one that could not be deleted
        * would be read again, and again. */
-      rc = tiers__build(t, s, false, false, err);
+      rc = tiers__build(t, s, false, err);
       return rc < 0 ? rc : ensure_host(t, s, room, ds, err);
     }
   }
@@ -518,7 +518,7 @@ static int ensure_dev(tiers *t, slice *s, int room, proto_error *err) {
     /* Built here rather than in ensure_host, so that whether a cache file
      * holds the slice, and its size, are known before its device block is
      * reserved: the first use after a restart streams too. */
-    rc = tiers__build(t, s, true, false, err);
+    rc = tiers__build(t, s, true, err);
     if (rc < 0)
       return rc;
     built = true;
@@ -727,21 +727,20 @@ bool tiers_wants_stage(const tiers *t, const slice *s) {
            atomic_load(&s->state) == SLICE_RESIDENT);
 }
 
-int tiers_stage(tiers *t, slice *s, bool prebuild, proto_error *err) {
+int tiers_stage(tiers *t, slice *s, proto_error *err) {
   op_begin(t, s);
   tier_place *p = &s->place;
   int rc = 0;
   if (p->host == NULL && p->dev == NULL && !atomic_load(&s->removed)) {
     if (s->module == NULL)
-      rc = tiers__build(t, s, true, prebuild, err);
+      rc = tiers__build(t, s, true, err);
     /* On a GPU, a slice its cache file holds is left there, as above. */
     if (rc == 0 && !(p->on_disk && tiers__compute_tier(t) == TIER_GPU))
-      rc = ensure_host(t, s, prebuild ? TIERS_ROOM_FREE : TIERS_ROOM_DEMAND,
-                       NULL, err);
-    p->staged = rc == 0; /* a miss for the figures, prebuilt or not */
+      rc = ensure_host(t, s, TIERS_ROOM_DEMAND, NULL, err);
+    p->staged = rc == 0;
     settle_state(s, rc);
   }
-  if (rc == 0 && !prebuild)
+  if (rc == 0)
     atomic_fetch_add(&p->awaited, 1); /* before any other mover sees it */
   op_end(t, s);
   return rc;

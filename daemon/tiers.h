@@ -144,10 +144,7 @@ void tiers_release(tiers *t, struct slice *s);
  * tiers_wants_stage reads atomics only (loop thread). tiers_stage builds
  * `s` if needed and brings it to host memory, evicting others as a demand
  * would; returns 0, NO_MEMORY (no room now: the executor will ask again)
- * or the build's error. With `prebuild` (a pipeline's later slices) only
- * free room is taken, evicting nothing, and a slice with no room now is not
- * built (NO_MEMORY): its cache file then holds what was built, and the
- * executor the rest. Without it, on 0 the job holds `s`: until it calls
+ * or the build's error. On 0 the job holds `s`: until it calls
  * tiers_stage_release(s) (any thread, atomics only), the policy evicts its
  * host copy only as it would a running pipeline's next slice (never for a
  * prefetch; for a demand, as a last resort); else the executor's work
@@ -156,7 +153,7 @@ void tiers_release(tiers *t, struct slice *s);
 bool tiers_wants_stage(const tiers *t, const struct slice *s);
 /* Whether `s` is in the tier forwards run from now. Atomics only. */
 bool tiers_at_compute(const tiers *t, const struct slice *s);
-int tiers_stage(tiers *t, struct slice *s, bool prebuild, proto_error *err);
+int tiers_stage(tiers *t, struct slice *s, proto_error *err);
 void tiers_stage_release(struct slice *s);
 
 /* For a forward that found no device memory for its activations: drops the

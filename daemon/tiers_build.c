@@ -102,8 +102,7 @@ static void cache_key(const tiers *t, slice *s, bool use_cache) {
                diskcache_exists(t->conf.disk_cache_path, p->key);
 }
 
-int tiers__build(tiers *t, slice *s, bool use_cache, bool if_room,
-                 proto_error *err) {
+int tiers__build(tiers *t, slice *s, bool use_cache, proto_error *err) {
   char msg[SHIM_ERROR_MAX];
   atomic_store(&s->state, SLICE_LOADING);
   pthread_mutex_unlock(&t->mu);
@@ -122,7 +121,7 @@ int tiers__build(tiers *t, slice *s, bool use_cache, bool if_room,
   }
   tier_place *p = &s->place;
   proto_error refusal;
-  bool over_budget = false, no_room_now = false;
+  bool over_budget = false;
   if (rc == 0) {
     s->module = m;
     p->entries = e;
@@ -135,13 +134,6 @@ int tiers__build(tiers *t, slice *s, bool use_cache, bool if_room,
      * a TorchScript file has been loaded whole by now). */
     over_budget = !p->on_disk && tiers__over_budget(t, TIER_CPU, s, p->bytes,
                                                     &refusal) < 0;
-    if (!over_budget && !p->on_disk && if_room &&
-        atomic_load(&t->cpu_used) + p->bytes > tiers__cpu_budget(t)) {
-      over_budget = no_room_now = true;
-      proto_fail(&refusal, SLY_E_NO_MEMORY,
-                 "no free room for slice '%s' (%llu bytes) in host memory now",
-                 s->name, (unsigned long long)p->bytes);
-    }
     if (over_budget) {
       rc = SLY_E_NO_MEMORY;
       snprintf(msg, sizeof(msg), "%s", refusal.message);
@@ -166,10 +158,7 @@ int tiers__build(tiers *t, slice *s, bool use_cache, bool if_room,
   if (rc < 0) {
     atomic_store(&s->state, rc == SLY_E_NO_MEMORY ? SLICE_UNLOADED
                                                   : SLICE_FAILED);
-    if (no_room_now)
-      log_info("slice %s: not built: %s", s->name, msg);
-    else
-      log_error("slice %s: build failed: %s", s->name, msg);
+    log_error("slice %s: build failed: %s", s->name, msg);
     if (over_budget && err != NULL)
       *err = refusal;
     else

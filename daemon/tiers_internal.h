@@ -89,11 +89,9 @@ int tiers__ensure(tiers *t, struct slice *s, int tier, int room,
 /* tiers_build.c: builds claimed `s`'s module (mutex dropped meanwhile),
  * keeps its layout and cache key, and gives it its values unless its cache
  * file holds them (without `use_cache`, a file is not looked for: it turned
- * out bad). With `if_room`, values that the host tier has no free room for
- * now are not made: NO_MEMORY instead, the module left unbuilt. */
-int tiers__build(tiers *t, struct slice *s, bool use_cache, bool if_room,
-                 proto_error *err);
-/* Writes the cache file of `s` from its host copy when there is none. */
+ * out bad); and writes its cache file from the host copy when there is
+ * none. */
+int tiers__build(tiers *t, struct slice *s, bool use_cache, proto_error *err);
 void tiers__write_cache(tiers *t, struct slice *s);
 
 /* prefetch.c: the mover thread, and the hints a slice leaves behind. */
