@@ -97,43 +97,47 @@ static bool names(const char *list, const char *name) {
   return false;
 }
 
+/* The quota of the cgroup one line of /proc/self/cgroup names, and of its
+ * ancestors: "0::/path" (v2), or "N:cpu,cpuacct:/path" (v1); 0 for a line
+ * of another v1 controller, or none. `line` is changed in place. */
+static int quota_of_line(const char *root, char *line) {
+  char *c1 = strchr(line, ':');
+  char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+  if (c2 == NULL)
+    return 0;
+  *c2 = '\0';
+  const char *ctrl = c1 + 1;
+  char *rel = c2 + 1;
+  if (strcmp(rel, "/") == 0)
+    rel[0] = '\0'; /* the root: its own files only */
+  if (ctrl[0] == '\0')
+    return quota_up_from(root, rel, false);
+  if (!names(ctrl, "cpu"))
+    return 0;
+  /* Usually /sys/fs/cgroup/cpu, a link to cpu,cpuacct; some systems have
+   * only the folder the list names. The walk shortens its path: a copy. */
+  char mount[SYSCPU_DIR_MAX - 4096], copy[4096];
+  snprintf(copy, sizeof(copy), "%s", rel);
+  snprintf(mount, sizeof(mount), "%s/cpu", root);
+  int n = quota_up_from(mount, copy, true);
+  if (n > 0)
+    return n;
+  snprintf(mount, sizeof(mount), "%s/%s", root, ctrl);
+  return quota_up_from(mount, rel, true);
+}
+
 int syscpu_cgroup_quota(const char *root, const char *proc_cgroup) {
   int best = 0;
   for (const char *line = proc_cgroup; *line != '\0';) {
     const char *nl = strchr(line, '\n');
     size_t len = nl ? (size_t)(nl - line) : strlen(line);
     char buf[4096];
-    if (len < sizeof(buf)) {
+    if (len < sizeof(buf)) { /* a longer path is not one we can open */
       memcpy(buf, line, len);
       buf[len] = '\0';
-      /* "0::/path" (v2), or "N:cpu,cpuacct:/path" (v1). */
-      char *c1 = strchr(buf, ':');
-      char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-      if (c2 != NULL) {
-        *c2 = '\0';
-        const char *ctrl = c1 + 1;
-        char *rel = c2 + 1;
-        if (strcmp(rel, "/") == 0)
-          rel[0] = '\0'; /* the root: its own files only */
-        char mount[SYSCPU_DIR_MAX - 4096];
-        int n = 0;
-        if (ctrl[0] == '\0') {
-          n = quota_up_from(root, rel, false);
-        } else if (names(ctrl, "cpu")) {
-          /* Usually /sys/fs/cgroup/cpu, a link to cpu,cpuacct; some
-           * systems have only the folder the list names. */
-          char copy[4096];
-          snprintf(copy, sizeof(copy), "%s", rel);
-          snprintf(mount, sizeof(mount), "%s/cpu", root);
-          n = quota_up_from(mount, copy, true);
-          if (n == 0) {
-            snprintf(mount, sizeof(mount), "%s/%s", root, ctrl);
-            n = quota_up_from(mount, rel, true);
-          }
-        }
-        if (n > 0 && (best == 0 || n < best))
-          best = n;
-      }
+      int n = quota_of_line(root, buf);
+      if (n > 0 && (best == 0 || n < best))
+        best = n;
     }
     line += len + (nl != NULL);
   }

@@ -294,6 +294,15 @@ static void discard_module(slice *s) {
   p->bound = NULL;
 }
 
+/* A module just built that finds no room must not stay outside every
+ * budget, so it goes; its cache file, written first where there is a disk
+ * cache, keeps the build, and the next try reads the file instead of
+ * building the slice again (seconds, for a big one). */
+static void shelve_fresh(tiers *t, slice *s) {
+  tiers__write_cache(t, s, shim_module_blob_data(s->module), "build");
+  discard_module(s);
+}
+
 static int bind_to(slice *s, void *target, const char *dev, proto_error *err) {
   tier_place *p = &s->place;
   if (p->bound == target)
@@ -395,9 +404,8 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
   bool pinned = reuse.pinned;
   if (rc < 0) {
     free_spare(t, TIER_CPU, &reuse); /* none: nothing was evicted */
-    /* A module just built must not stay outside every budget. */
     if (fresh != NULL)
-      discard_module(s);
+      shelve_fresh(t, s);
     return rc;
   }
   /* Counted before the mutex drops, so that no one else spends it. */
@@ -412,7 +420,7 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
   if (h == NULL) {
     unreserve_host(t, bytes);
     if (fresh != NULL)
-      discard_module(s);
+      shelve_fresh(t, s);
     proto_fail(err, SLY_E_NO_MEMORY,
                "slice '%s': no host memory for %llu bytes", s->name,
                (unsigned long long)bytes);
@@ -457,7 +465,7 @@ static int ensure_host(tiers *t, slice *s, int room, dev_stream *ds,
     rc = bind_to(s, h, "cpu", err);
     if (rc < 0)
       return rc;
-    tiers__write_cache(t, s);
+    tiers__write_cache(t, s, h, "cpu");
   }
   update_tier(s);
   return 0;
@@ -528,9 +536,8 @@ static int ensure_dev(tiers *t, slice *s, int room, proto_error *err) {
     /* The block comes first so that the copy can follow the read. */
     rc = reserve_dev(t, s, room, &ds.dst, err);
     if (rc < 0) {
-      /* A module just built must not stay outside every budget. */
       if (built && shim_module_blob_data(s->module) != NULL)
-        discard_module(s);
+        shelve_fresh(t, s);
       return rc;
     }
     rc = ensure_host(t, s, room, &ds, err);
@@ -777,7 +784,7 @@ int tiers_evict(tiers *t, slice *s, int tier, proto_error *err) {
       tiers__drop_copy(t, s, TIER_GPU, WHY_EXPLICIT, NULL, NULL);
     if (tier >= TIER_DISK) {
       /* Without a cache file the slice falls to "none" and is rebuilt. */
-      tiers__write_cache(t, s);
+      tiers__write_cache(t, s, s->place.host, "cpu");
       tiers__drop_copy(t, s, TIER_CPU, WHY_EXPLICIT, NULL, NULL);
     }
     update_tier(s);

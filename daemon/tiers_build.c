@@ -180,9 +180,10 @@ int tiers__build(tiers *t, slice *s, bool use_cache, proto_error *err) {
   return 0;
 }
 
-void tiers__write_cache(tiers *t, slice *s) {
+void tiers__write_cache(tiers *t, slice *s, const void *blob,
+                        const char *from) {
   tier_place *p = &s->place;
-  if (t->conf.disk_cache_path == NULL || p->on_disk || p->host == NULL)
+  if (t->conf.disk_cache_path == NULL || p->on_disk || blob == NULL)
     return;
   char msg[DISKCACHE_ERROR_MAX];
   diskcache_layout l = {
@@ -190,7 +191,7 @@ void tiers__write_cache(tiers *t, slice *s) {
   memcpy(l.key, p->key, sizeof(l.key));
   pthread_mutex_unlock(&t->mu);
   uint64_t t0 = tiers__now_ns();
-  int rc = diskcache_write(t->conf.disk_cache_path, &l, p->host, msg);
+  int rc = diskcache_write(t->conf.disk_cache_path, &l, blob, msg);
   uint64_t ns = tiers__now_ns() - t0;
   pthread_mutex_lock(&t->mu);
   if (rc < 0) {
@@ -200,5 +201,5 @@ void tiers__write_cache(tiers *t, slice *s) {
   }
   p->on_disk = true;
   atomic_fetch_add(&t->disk_used, p->bytes);
-  tiers__log_move(s, "cpu", "disk", p->bytes, ns);
+  tiers__log_move(s, from, "disk", p->bytes, ns);
 }

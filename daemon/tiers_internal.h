@@ -89,10 +89,14 @@ int tiers__ensure(tiers *t, struct slice *s, int tier, int room,
 /* tiers_build.c: builds claimed `s`'s module (mutex dropped meanwhile),
  * keeps its layout and cache key, and gives it its values unless its cache
  * file holds them (without `use_cache`, a file is not looked for: it turned
- * out bad); and writes its cache file from the host copy when there is
- * none. */
+ * out bad). */
 int tiers__build(tiers *t, struct slice *s, bool use_cache, proto_error *err);
-void tiers__write_cache(tiers *t, struct slice *s);
+/* Writes the cache file of claimed `s` from `blob` (its host copy, or the
+ * blob of a module just built; `from` names it in the move line) where
+ * there is a disk cache and no file yet (mutex dropped meanwhile). A failed
+ * write is logged and leaves the slice as it was. */
+void tiers__write_cache(tiers *t, struct slice *s, const void *blob,
+                        const char *from);
 
 /* prefetch.c: the mover thread, and the hints a slice leaves behind. */
 int tiers__mover_start(tiers *t);

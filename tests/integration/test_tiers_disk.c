@@ -176,6 +176,59 @@ Test(tiers_disk, a_restarted_daemon_reads_each_slice_from_its_file) {
   free(ref);
 }
 
+/* A slice built while the host tier is held by pins finds no room and is
+ * refused (NO_MEMORY), but its build is not lost: the cache file is written
+ * from it before it goes, and every later try reads that file. Before, the
+ * built module was thrown away, and each try built the slice again (twice
+ * within the refused forward: on the loader, then on the executor). */
+Test(tiers_disk, a_build_that_finds_no_room_keeps_its_cache_file) {
+  tk_model m;
+  memset(&m, 0, sizeof m);
+  tk_model_add(&m, "a", 1024, 50); /* 8 MiB each: room for two */
+  tk_model_add(&m, "b", 1024, 51);
+  tk_model_add(&m, "c", 1024, 52);
+  m.n_cfg = 3;
+  tk_ref *ref = tk_reference(&m);
+  char dir[TD_PATH_MAX];
+  tk_cache_new(dir);
+  td *d = start_cpu(&m, 20, dir);
+  tk_client k;
+  tk_open(&k, d);
+  sly_error err;
+  cr_assert_eq(sly_pin(k.c, "a", "cpu", &err), 0, "pin a: %s", err.message);
+  cr_assert_eq(sly_pin(k.c, "b", "cpu", &err), 0, "pin b: %s", err.message);
+  cr_assert_eq(tk_cache_files(dir), 2, "cache files after the pins");
+
+  float out[TK_OUT_FLOATS];
+  cr_assert_eq(tk_try_forward(&k, "c", NULL, out, &err), SLY_E_NO_MEMORY,
+               "forward c with the host tier pinned full: %s", err.message);
+  cr_assert_eq(tk_cache_files(dir), 3,
+               "c was built, found no room, and left no cache file");
+  tk_entry e;
+  tk_where(k.c, "c", &e);
+  cr_assert_str_eq(e.tier, "disk", "c after the refused forward");
+
+  cr_assert_eq(sly_unpin(k.c, "a", &err), 0, "unpin: %s", err.message);
+  tk_forward_check(&k, "c", NULL, ref->slice[2], "c once a was unpinned");
+  tk_close(&k);
+  char *log = tk_log(d);
+  size_t builds = tk_count_lines(log, "slice c: built", NULL);
+  size_t from_file =
+      tk_count_lines(log, "slice c: built", "its weights come from there");
+  cr_assert_eq(builds - from_file, 1,
+               "c's weights were made %zu times, want once:\n%s",
+               builds - from_file, log);
+  cr_assert_geq(from_file, 1, "no later try of c read its cache file");
+  cr_assert_eq(tk_count_lines(log, "move slice=c from=build to=disk", NULL), 1,
+               "c's cache file was not written from its build");
+  cr_assert_eq(tk_count_lines(log, "move slice=c from=disk to=cpu", NULL), 1,
+               "c did not come in from its cache file");
+  free(log);
+  td_stop(d);
+  tk_cache_remove(dir);
+  free(ref);
+}
+
 static char *read_all(const char *path, size_t *len) {
   struct stat st;
   cr_assert_eq(stat(path, &st), 0, "stat %s", path);
