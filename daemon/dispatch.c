@@ -342,6 +342,8 @@ static int on_stats(conn *c, const proto_request *req, dispatch_ctx *ctx,
   cJSON_AddNumberToObject(reply, "queued",
                           (double)(executor_pending(&sd->exec) +
                                    executor_pending(&sd->loader)));
+  cJSON_AddNumberToObject(reply, "interleaved",
+                          (double)atomic_load(&sd->exec.interleaved));
   tiers_stats_json(&sd->tiers, reply);
   if (stats_add_json(&sd->stats, reply) < 0)
     return proto_fail(err, SLY_E_NO_MEMORY, "out of memory");

@@ -61,6 +61,23 @@ static void spin_for_work(executor *ex) {
       cpu_relax();
 }
 
+/* Puts a job that has run (or was cancelled) on the done list and tells
+ * the loop thread (see the top). Mutex held. */
+static void hand_back(executor *ex, job *j) {
+  j->finished_us = conn_now_us();
+  atomic_store(&ex->last_run_us, j->finished_us - j->started_us);
+  j->next = NULL;
+  if (ex->done_tail != NULL)
+    ex->done_tail->next = j;
+  else
+    ex->done_head = j;
+  ex->done_tail = j;
+  int watching = EXECUTOR_HANDBACK_WATCHING;
+  if (!atomic_compare_exchange_strong(&ex->handback, &watching,
+                                      EXECUTOR_HANDBACK_HANDED))
+    uv_async_send(&ex->async);
+}
+
 static void *executor_main(void *arg) {
   executor *ex = arg;
   bool spin = false;
@@ -94,23 +111,59 @@ static void *executor_main(void *arg) {
       j->cancelled = true;
     else
       j->run(j);
-    j->finished_us = conn_now_us();
-    atomic_store(&ex->last_run_us, j->finished_us - j->started_us);
-
     pthread_mutex_lock(&ex->mu);
-    j->next = NULL;
-    if (ex->done_tail != NULL)
-      ex->done_tail->next = j;
-    else
-      ex->done_head = j;
-    ex->done_tail = j;
-    int watching = EXECUTOR_HANDBACK_WATCHING;
-    if (!atomic_compare_exchange_strong(&ex->handback, &watching,
-                                        EXECUTOR_HANDBACK_HANDED))
-      uv_async_send(&ex->async);
+    hand_back(ex, j);
   }
   pthread_mutex_unlock(&ex->mu);
   return NULL;
+}
+
+/* How far executor_run_other looks down the queue for a job to run. */
+#define EXECUTOR_SCAN 64
+
+/* Whether an earlier job of queued `j`'s owner is queued ahead of it. */
+static bool owner_ahead(const executor *ex, const job *j) {
+  for (const job *k = ex->head; k != j; k = k->next)
+    if (k->owner == j->owner)
+      return true;
+  return false;
+}
+
+bool executor_run_other(executor *ex, const void *owner) {
+  if (ex->nested)
+    return false; /* one wait at a time: a nested job runs to its end */
+  pthread_mutex_lock(&ex->mu);
+  job *prev = NULL, *j = ex->stop ? NULL : ex->head;
+  for (int n = 0; j != NULL; prev = j, j = j->next, n++) {
+    if (n == EXECUTOR_SCAN) {
+      j = NULL;
+      break;
+    }
+    if (j->owner != owner && j->ready != NULL && j->ready(j) &&
+        !owner_ahead(ex, j))
+      break;
+  }
+  if (j == NULL) {
+    pthread_mutex_unlock(&ex->mu);
+    return false;
+  }
+  if (prev != NULL)
+    prev->next = j->next;
+  else
+    ex->head = j->next;
+  if (ex->tail == j)
+    ex->tail = prev;
+  pthread_mutex_unlock(&ex->mu);
+
+  ex->nested = true;
+  j->started_us = conn_now_us();
+  j->run(j);
+  ex->nested = false;
+  atomic_fetch_add(&ex->interleaved, 1);
+  pthread_mutex_lock(&ex->mu);
+  hand_back(ex, j);
+  pthread_mutex_unlock(&ex->mu);
+  return true;
 }
 
 static void executor_on_async(uv_async_t *h) {

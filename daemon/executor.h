@@ -3,10 +3,13 @@
  *
  * Owns: one worker thread, its bounded queue (queue_depth) and the hand-back
  * to the loop thread. A job's run() executes on the worker, in submission
- * order; its done() then executes on the loop thread, in the same order. The
- * loop thread never waits on a job; when it hands a lone job that should be
- * short, it polls its other sockets without sleeping for a while instead
- * (see executor.c), and takes the job back without a wake-up.
+ * order for each owner (a connection); its done() then executes on the loop
+ * thread, in the order the runs finished. A run that would sit waiting
+ * (a forward whose slice another thread is moving) may run other owners'
+ * jobs in the meantime (executor_run_other), so those can finish first.
+ * The loop thread never waits on a job; when it hands a lone job that
+ * should be short, it polls its other sockets without sleeping for a while
+ * instead (see executor.c), and takes the job back without a wake-up.
  */
 #ifndef DAEMON_EXECUTOR_H
 #define DAEMON_EXECUTOR_H
@@ -24,6 +27,11 @@ struct job {
   job *next;
   void (*run)(job *j);  /* worker thread */
   void (*done)(job *j); /* loop thread; frees the job */
+  /* Worker thread, optional: whether run() would finish without waiting
+   * for another thread now, so that it may run while another job waits
+   * (executor_run_other). NULL: never. */
+  bool (*ready)(job *j);
+  const void *owner; /* jobs of one owner run in the order submitted */
   uint64_t submitted_us, started_us, finished_us;
   bool cancelled; /* the executor stopped before run(): done() must say so */
 };
@@ -46,6 +54,8 @@ typedef struct {
   uv_idle_t watch; /* keeps the loop polling while a short job runs */
   bool async_open, watch_open;
   bool spin; /* spin-waits pay here: set by executor_start */
+  bool nested; /* worker: running a job inside another's wait */
+  atomic_uint_fast64_t interleaved; /* jobs run inside another's wait */
 } executor;
 
 /* Starts the worker. With `spin`, the worker and the loop thread spin-wait
@@ -56,6 +66,15 @@ int executor_start(executor *ex, uv_loop_t *loop, bool spin);
 /* Queues a job unless `depth` jobs are already queued or running: then
  * returns SLY_E_BUSY and the job stays the caller's. */
 int executor_submit(executor *ex, job *j, uint64_t depth);
+/* Worker thread, from inside a run() of a job of `owner` that is about to
+ * wait for another thread: runs the first queued job that is the first of
+ * its owner, of another owner than `owner`, and ready (job.ready), to the
+ * end, and hands it back. Returns whether it ran one; false too when called
+ * from a job that runs inside another's wait, or while stopping. */
+bool executor_run_other(executor *ex, const void *owner);
+/* Whether the worker is running a job inside another's wait. Worker thread
+ * only. */
+static inline bool executor_nested(const executor *ex) { return ex->nested; }
 /* Takes the jobs that have not started off the queue and calls their
  * done() now, as cancelled (drain timeout). Loop thread. */
 void executor_cancel_queued(executor *ex);

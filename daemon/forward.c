@@ -107,6 +107,11 @@ static int acquire(fwd_job *j, size_t i) {
     j->held = NULL;
   }
   if (rc == 0) {
+    /* A job run inside another's wait leaves the prefetch hints to the one
+     * that waits: they would drop the very move it waits for from the
+     * mover's queue. */
+    if (executor_nested(&j->c->sd->exec))
+      return 0;
     if (j->n_slices > 1)
       tiers_pipeline_step(t, j->slices, j->n_slices, i);
     else if (!j->load_only)
@@ -247,6 +252,12 @@ static void run_job(fwd_job *j) {
     slice *s = j->slices[i];
     if (i > 0 && abandoned(j))
       break;
+    /* While another thread brings the slice in (a pipeline's next one, most
+     * often), other clients' forwards that need no move run meanwhile
+     * instead of waiting behind this one for the whole pipeline. */
+    while (tiers_in_motion(t, s) &&
+           executor_run_other(&j->c->sd->exec, j->c))
+      ;
     j->code = acquire(j, i);
     if (j->code < 0)
       break;
@@ -271,7 +282,7 @@ static void run_job(fwd_job *j) {
     atomic_store(&s->last_used_ms, wall_ms());
     cur = next;
   }
-  if (j->n_slices > 1)
+  if (j->n_slices > 1 && !executor_nested(&j->c->sd->exec))
     tiers_pipeline_end(t, j->slices, j->n_slices);
   if (j->code == 0) {
     /* With `out` the lease holds no server memory, but every forward reply
@@ -286,6 +297,19 @@ static void run_job(fwd_job *j) {
   for (size_t i = 0; spans != NULL && i < j->n_slices; i++)
     j->compute_us += device_span_take_us(dev, spans[i]);
   free(spans);
+}
+
+/* Whether the job would run without waiting for any move (job.ready): a
+ * forward whose slices are all in the compute tier. Atomics only: the
+ * executor asks with its mutex held. */
+static bool fwd_ready(job *base) {
+  fwd_job *j = (fwd_job *)base;
+  if (j->tier_op || j->load_only)
+    return false;
+  for (size_t i = 0; i < j->n_slices; i++)
+    if (!tiers_at_compute(&j->c->sd->tiers, j->slices[i]))
+      return false;
+  return true;
 }
 
 /* A lost device (a sticky error) fails this job and every later one with
@@ -445,6 +469,8 @@ static fwd_job *job_new(conn *c, int op, uint64_t req_id, uint64_t start_us,
   j->n_slices = n;
   j->base.run = fwd_run;
   j->base.done = fwd_done;
+  j->base.ready = fwd_ready;
+  j->base.owner = c;
   j->c = c;
   conn_ref(c);
   j->pool = c->pool;

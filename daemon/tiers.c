@@ -723,6 +723,15 @@ bool tiers_at_compute(const tiers *t, const slice *s) {
   return atomic_load(&s->place.tier) == tiers__compute_tier(t);
 }
 
+bool tiers_in_motion(tiers *t, const slice *s) {
+  pthread_mutex_lock(&t->mu);
+  bool moving = s->place.busy;
+  for (size_t i = 0; !moving && i < t->queued; i++)
+    moving = t->queue[i].s == s;
+  pthread_mutex_unlock(&t->mu);
+  return moving;
+}
+
 bool tiers_wants_stage(const tiers *t, const slice *s) {
   int tier = atomic_load(&s->place.tier);
   if (tier == TIER_GPU || tier == TIER_CPU || atomic_load(&s->removed))

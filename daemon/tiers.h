@@ -153,6 +153,10 @@ void tiers_release(tiers *t, struct slice *s);
 bool tiers_wants_stage(const tiers *t, const struct slice *s);
 /* Whether `s` is in the tier forwards run from now. Atomics only. */
 bool tiers_at_compute(const tiers *t, const struct slice *s);
+/* Whether another thread is moving `s` right now (the mover, the loader),
+ * or the mover has it queued: an acquire would wait for that move, or
+ * make it itself. */
+bool tiers_in_motion(tiers *t, const struct slice *s);
 int tiers_stage(tiers *t, struct slice *s, proto_error *err);
 void tiers_stage_release(struct slice *s);
 
