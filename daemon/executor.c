@@ -129,20 +129,33 @@ static bool owner_ahead(const executor *ex, const job *j) {
   return false;
 }
 
-bool executor_run_other(executor *ex, const void *owner) {
-  if (ex->nested)
-    return false; /* one wait at a time: a nested job runs to its end */
-  pthread_mutex_lock(&ex->mu);
-  job *prev = NULL, *j = ex->stop ? NULL : ex->head;
-  for (int n = 0; j != NULL; prev = j, j = j->next, n++) {
-    if (n == EXECUTOR_SCAN) {
-      j = NULL;
-      break;
-    }
+/* The job executor_run_other would run, and the one before it in the
+ * queue (*prev; NULL at the head); NULL for none. Mutex held. */
+static job *find_other(executor *ex, const void *owner, job **prev) {
+  *prev = NULL;
+  if (ex->stop || ex->nested)
+    return NULL; /* one wait at a time: a nested job runs to its end */
+  int n = 0;
+  for (job *j = ex->head; j != NULL && n < EXECUTOR_SCAN;
+       *prev = j, j = j->next, n++)
     if (j->owner != owner && j->ready != NULL && j->ready(j) &&
         !owner_ahead(ex, j))
-      break;
-  }
+      return j;
+  return NULL;
+}
+
+bool executor_other_ready(executor *ex, const void *owner) {
+  pthread_mutex_lock(&ex->mu);
+  job *prev;
+  bool ready = find_other(ex, owner, &prev) != NULL;
+  pthread_mutex_unlock(&ex->mu);
+  return ready;
+}
+
+bool executor_run_other(executor *ex, const void *owner) {
+  pthread_mutex_lock(&ex->mu);
+  job *prev;
+  job *j = find_other(ex, owner, &prev);
   if (j == NULL) {
     pthread_mutex_unlock(&ex->mu);
     return false;

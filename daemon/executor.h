@@ -72,6 +72,8 @@ int executor_submit(executor *ex, job *j, uint64_t depth);
  * end, and hands it back. Returns whether it ran one; false too when called
  * from a job that runs inside another's wait, or while stopping. */
 bool executor_run_other(executor *ex, const void *owner);
+/* Whether executor_run_other would run a job now. Worker thread. */
+bool executor_other_ready(executor *ex, const void *owner);
 /* Whether the worker is running a job inside another's wait. Worker thread
  * only. */
 static inline bool executor_nested(const executor *ex) { return ex->nested; }

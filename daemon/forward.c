@@ -254,9 +254,13 @@ static void run_job(fwd_job *j) {
       break;
     /* While another thread brings the slice in (a pipeline's next one, most
      * often), other clients' forwards that need no move run meanwhile
-     * instead of waiting behind this one for the whole pipeline. */
-    while (tiers_in_motion(t, s) &&
-           executor_run_other(&j->c->sd->exec, j->c))
+     * instead of waiting behind this one for the whole pipeline. A move
+     * this forward would make itself goes to the mover when one of those
+     * waits, so that it can run meanwhile too. */
+    executor *ex = &j->c->sd->exec;
+    if (!tiers_at_compute(t, s) && executor_other_ready(ex, j->c))
+      tiers_hand_to_mover(t, s);
+    while (tiers_in_motion(t, s) && executor_run_other(ex, j->c))
       ;
     j->code = acquire(j, i);
     if (j->code < 0)

@@ -5,8 +5,11 @@
  * next, for the eviction policy) and the learned successors of one-slice
  * forwards. The mover moves one queued slice at a time with the tiers' own
  * functions, so a prefetch obeys every budget; it gives up quietly when
- * there is no room (a prefetch is a hint, never a reason to fail). The
- * queue and each successor hold references to their slices.
+ * there is no room (a prefetch is a hint, never a reason to fail). It also
+ * makes moves a forward hands it (tiers_hand_to_mover) so that the
+ * executor can run other forwards while that one waits; one that fails is
+ * made again by the forward. The queue and each successor hold references
+ * to their slices.
  */
 #include <errno.h>
 #include <string.h>
@@ -41,9 +44,34 @@ static void enqueue(tiers *t, slice *s, bool far) {
     return;
   slice_ref(s);
   t->queue[t->queued].s = s;
+  t->queue[t->queued].demand = false;
   t->queue[t->queued++].far = far;
   atomic_fetch_add(&t->prefetch_pending, 1);
   pthread_cond_signal(&t->work);
+}
+
+void tiers_hand_to_mover(tiers *t, slice *s) {
+  pthread_mutex_lock(&t->mu);
+  size_t i = 0;
+  while (i < t->queued && t->queue[i].s != s)
+    i++;
+  if (t->stopping || at_compute_tier(t, s) || s->place.busy ||
+      atomic_load(&s->removed) || (i == t->queued && i == TIERS_PREFETCH_QUEUE)) {
+    pthread_mutex_unlock(&t->mu);
+    return;
+  }
+  if (i == t->queued) { /* not queued yet: one more */
+    slice_ref(s);
+    t->queued++;
+    atomic_fetch_add(&t->prefetch_pending, 1);
+  }
+  /* To the front: the forward waits for it now. */
+  memmove(&t->queue[1], &t->queue[0], i * sizeof(t->queue[0]));
+  t->queue[0].s = s;
+  t->queue[0].far = false;
+  t->queue[0].demand = true;
+  pthread_cond_signal(&t->work);
+  pthread_mutex_unlock(&t->mu);
 }
 
 /* Forgets what was queued for an earlier step: the queue holds only what
@@ -57,8 +85,10 @@ static void clear_queue(tiers *t) {
   t->queued = 0;
 }
 
-/* Moves queued `s` to the compute tier. Mutex held (dropped inside). */
-static void prefetch_one(tiers *t, slice *s, bool far) {
+/* Moves queued `s` to the compute tier: ahead of use as `far` allows, or
+ * for a forward that waits for it (`demand`). Mutex held (dropped
+ * inside). */
+static void prefetch_one(tiers *t, slice *s, bool far, bool demand) {
   tier_place *p = &s->place;
   if (atomic_load(&s->removed) || p->busy || p->in_use > 0 ||
       at_compute_tier(t, s) || atomic_load(&s->state) == SLICE_FAILED)
@@ -67,9 +97,16 @@ static void prefetch_one(tiers *t, slice *s, bool far) {
   tiers__claim(t, s);
   uint64_t t0 = tiers__now_ns();
   proto_error e;
-  int rc = tiers__ensure(t, s, tiers__compute_tier(t),
-                         far ? TIERS_ROOM_FREE : TIERS_ROOM_AHEAD, &e);
-  if (rc == 0) {
+  int room = demand ? TIERS_ROOM_DEMAND
+             : far  ? TIERS_ROOM_FREE
+                    : TIERS_ROOM_AHEAD;
+  int rc = tiers__ensure(t, s, tiers__compute_tier(t), room, &e);
+  if (rc == 0 && demand) {
+    log_debug("move slice=%s to=%s for a waiting forward bytes=%llu ms=%.2f",
+              s->name, tier_name(tiers__compute_tier(t)),
+              (unsigned long long)p->bytes,
+              (double)(tiers__now_ns() - t0) / 1e6);
+  } else if (rc == 0) {
     p->prefetched = true;
     atomic_fetch_add(&t->prefetches, 1);
     log_debug("prefetch slice=%s to=%s bytes=%llu ms=%.2f", s->name,
@@ -90,10 +127,10 @@ static void *mover_main(void *arg) {
       continue;
     }
     slice *s = t->queue[0].s;
-    bool far = t->queue[0].far;
+    bool far = t->queue[0].far, demand = t->queue[0].demand;
     t->queued--;
     memmove(&t->queue[0], &t->queue[1], t->queued * sizeof(t->queue[0]));
-    prefetch_one(t, s, far);
+    prefetch_one(t, s, far, demand);
     slice_unref(s);
     atomic_fetch_sub(&t->prefetch_pending, 1);
   }

@@ -96,6 +96,7 @@ typedef struct tiers {
   struct {
     struct slice *s; /* referenced */
     bool far;        /* needed beyond prefetch_depth steps from now */
+    bool demand;     /* a forward waits for it (tiers_hand_to_mover) */
   } queue[TIERS_PREFETCH_QUEUE]; /* for the mover, in order */
   size_t queued;
   struct slice *last_single; /* slice of the last one-slice forward (ref) */
@@ -153,6 +154,11 @@ void tiers_release(tiers *t, struct slice *s);
 bool tiers_wants_stage(const tiers *t, const struct slice *s);
 /* Whether `s` is in the tier forwards run from now. Atomics only. */
 bool tiers_at_compute(const tiers *t, const struct slice *s);
+/* Asks the mover to bring `s` to the compute tier for a forward that will
+ * wait for it, so that the executor can run other forwards meanwhile: first
+ * in the mover's queue, with the room a forward gets, and not counted as a
+ * prefetch. A move that fails is left to the forward's acquire. */
+void tiers_hand_to_mover(tiers *t, struct slice *s);
 /* Whether another thread is moving `s` right now (the mover, the loader),
  * or the mover has it queued: an acquire would wait for that move, or
  * make it itself. */

@@ -81,7 +81,8 @@ void tiers__unclaim(tiers *t, struct slice *s);
 /* Starts tracking `s` for eviction (takes a reference). */
 void tiers__track(tiers *t, struct slice *s);
 /* Brings claimed `s` into `tier` (TIER_GPU or TIER_CPU) ahead of use,
- * making room as `room` (TIERS_ROOM_AHEAD or _FREE) allows. Leaves the
+ * making room as `room` allows (TIERS_ROOM_AHEAD or _FREE; _DEMAND for a
+ * forward that waits for it). Leaves the
  * state settled (resident, or unloaded/failed on error). */
 int tiers__ensure(tiers *t, struct slice *s, int tier, int room,
                   proto_error *err);

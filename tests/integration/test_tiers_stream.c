@@ -375,8 +375,10 @@ static void *run_pipeline(void *arg) {
 /* While a pipeline waits for the mover to bring its next slice over a slow
  * copy path, another client's forwards on a slice already on the device
  * run in the meantime: each one is answered before the pipeline is. They
- * used to wait behind the whole pipeline on the one executor. */
-Test(tiers_stream, forwards_run_while_a_pipeline_waits_for_its_next_slice) {
+ * used to wait behind the whole pipeline on the one executor. With
+ * `prefetch_depth` 0 the mover brings nothing ahead, and the pipeline
+ * hands it each move it would have made itself while others wait. */
+static void forwards_beside_a_pipeline(int prefetch_depth) {
   if (tk_on_cuda())
     cr_skip_test("sim_copy_gbps sets the pace only on sim");
   tk_model m;
@@ -390,10 +392,13 @@ Test(tiers_stream, forwards_run_while_a_pipeline_waits_for_its_next_slice) {
   m.n_cfg = 7;
   m.n_pipe = 6;
   tk_ref *ref = tk_reference(&m);
-  td *d = tk_start(&m, "sim",
-                   "\"gpu_strategy\": \"limit_gpu\", \"max_gpu_mem_mb\": 64, "
-                   "\"gpu_reserve_mb\": 8, \"sim_copy_gbps\": 0.01, "
-                   "\"prefetch_depth\": 1");
+  char keys[256];
+  snprintf(keys, sizeof keys,
+           "\"gpu_strategy\": \"limit_gpu\", \"max_gpu_mem_mb\": 64, "
+           "\"gpu_reserve_mb\": 8, \"sim_copy_gbps\": 0.01, "
+           "\"prefetch_depth\": %d",
+           prefetch_depth);
+  td *d = tk_start(&m, "sim", keys);
   tk_client k;
   tk_open(&k, d);
   sly_error err;
@@ -425,9 +430,21 @@ Test(tiers_stream, forwards_run_while_a_pipeline_waits_for_its_next_slice) {
   const cJSON *n = cJSON_GetObjectItem(st, "interleaved");
   cr_assert(cJSON_IsNumber(n) && n->valuedouble >= 4,
             "stats.interleaved: %s", reply);
+  n = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "prefetch"), "done");
+  if (prefetch_depth == 0)
+    cr_assert(cJSON_IsNumber(n) && n->valuedouble == 0,
+              "moves handed to the mover counted as prefetches: %s", reply);
   cJSON_Delete(st);
   free(reply);
   tk_close(&k);
   td_stop(d);
   free(ref);
+}
+
+Test(tiers_stream, forwards_run_while_a_pipeline_waits_for_its_next_slice) {
+  forwards_beside_a_pipeline(1);
+}
+
+Test(tiers_stream, forwards_run_while_a_pipeline_without_prefetch_moves) {
+  forwards_beside_a_pipeline(0);
 }
