@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cJSON.h>
 #include <criterion/criterion.h>
@@ -447,4 +449,78 @@ Test(tiers_stream, forwards_run_while_a_pipeline_waits_for_its_next_slice) {
 
 Test(tiers_stream, forwards_run_while_a_pipeline_without_prefetch_moves) {
   forwards_beside_a_pipeline(0);
+}
+
+/* The interleaved forwards meet the daemon's edges: a client that sends
+ * forwards and closes at once while a pipeline waits (they run, or are
+ * dropped, beside it), and SIGTERM in the middle (the pipeline stops at
+ * the drain's end). Every reply still owed arrives, slyced exits 0 without
+ * a sanitizer report, and the forwards run beside the pipeline are right. */
+Test(tiers_stream, a_gone_client_and_a_drain_beside_a_waiting_pipeline) {
+  if (tk_on_cuda())
+    cr_skip_test("sim_copy_gbps sets the pace only on sim");
+  tk_model m;
+  memset(&m, 0, sizeof m);
+  for (int i = 0; i < 6; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "q%d", i);
+    tk_model_add(&m, name, 512, i + 1);
+  }
+  tk_model_add(&m, "f", 512, 70);
+  m.n_cfg = 7;
+  m.n_pipe = 6;
+  tk_ref *ref = tk_reference(&m);
+  td *d = tk_start(&m, "sim",
+                   "\"gpu_strategy\": \"limit_gpu\", \"max_gpu_mem_mb\": 64, "
+                   "\"gpu_reserve_mb\": 8, \"sim_copy_gbps\": 0.01, "
+                   "\"prefetch_depth\": 1, \"drain_timeout_ms\": 300");
+  tk_client k;
+  tk_open(&k, d);
+  sly_error err;
+  cr_assert_eq(sly_pin(k.c, "f", "gpu", &err), 0, "pin f: %s", err.message);
+  tk_forward_check(&k, "f", NULL, ref->slice[6], "f before the pipeline");
+
+  static float x[TK_ROWS * TK_FEATURES];
+  char req[256];
+  const char *fmt = "{\"id\": %d, \"op\": \"forward\", \"%s\": \"%s\", "
+                    "\"inputs\": [{\"region\": 1, \"offset\": 0, \"dtype\": "
+                    "\"float32\", \"shape\": [%d, %d]}]}";
+  int fp = rc_connect(d->sock);
+  rc_assert_hello(fp, 1);
+  rc_map_data(fp, x, sizeof x, 1);
+  snprintf(req, sizeof req, fmt, 2, "pipeline", "p", TK_ROWS, TK_FEATURES);
+  cr_assert_eq(rc_send_json(fp, req), 0);
+  td_sleep_ms(100);
+
+  int fb = rc_connect(d->sock);
+  rc_assert_hello(fb, 1);
+  rc_map_data(fb, x, sizeof x, 1);
+  for (int id = 2; id < 10; id++) {
+    snprintf(req, sizeof req, fmt, id, "slice", "f", TK_ROWS, TK_FEATURES);
+    cr_assert_eq(rc_send_json(fb, req), 0);
+  }
+  close(fb);
+  for (int i = 0; i < 3; i++)
+    tk_forward_check(&k, "f", NULL, ref->slice[6], "f beside the pipeline");
+  tk_close(&k);
+
+  cr_assert_eq(kill(d->pid, SIGTERM), 0);
+  cJSON *r = rc_read_reply_within(fp, 30000);
+  cr_assert_not_null(r, "no reply to the pipeline's forward");
+  const cJSON *ok = cJSON_GetObjectItem(r, "ok");
+  if (!cJSON_IsTrue(ok))
+    rc_assert_error(r, 2, "SHUTTING_DOWN");
+  cJSON_Delete(r);
+  close(fp);
+  cr_assert(td_wait_exit(d, 30000), "slyced did not exit");
+  char *stderr_text = td_read_tail(d->err_log, 1 << 16);
+  cr_assert(WIFEXITED(d->status) && WEXITSTATUS(d->status) == 0,
+            "slyced ended with status 0x%x; stderr:\n%s", d->status,
+            stderr_text ? stderr_text : "");
+  cr_assert(stderr_text == NULL || (!strstr(stderr_text, "Sanitizer") &&
+                                    !strstr(stderr_text, "runtime error:")),
+            "a sanitizer report:\n%s", stderr_text);
+  free(stderr_text);
+  td_destroy(d);
+  free(ref);
 }
