@@ -78,12 +78,59 @@ static void hand_back(executor *ex, job *j) {
     uv_async_send(&ex->async);
 }
 
+/* How far down the queue a worker, or executor_run_other, looks for a job
+ * it may run. */
+#define EXECUTOR_SCAN 64
+
+/* Whether queued `j` must wait: for a job queued ahead of it or running
+ * that it conflicts with (job.conflicts). Mutex held. */
+static bool held_back(const executor *ex, const job *j) {
+  for (const job *k = ex->head; k != j; k = k->next)
+    if (j->conflicts == NULL || j->conflicts(k, j))
+      return true;
+  for (int w = 0; w < ex->n_workers; w++) {
+    const job *k = ex->running[w];
+    if (k != NULL && (j->conflicts == NULL || j->conflicts(k, j)))
+      return true;
+  }
+  return false;
+}
+
+/* Unlinks queued `j`, which follows `prev` (NULL: j is the head). */
+static void unlink_job(executor *ex, job *j, job *prev) {
+  if (prev != NULL)
+    prev->next = j->next;
+  else
+    ex->head = j->next;
+  if (ex->tail == j)
+    ex->tail = prev;
+}
+
+/* Takes the next job a worker may run off the queue: the first one not
+ * held back (with one worker, the head), or the head while stopping, to be
+ * cancelled; NULL for none. Mutex held. */
+static job *take_next(executor *ex) {
+  job *prev = NULL;
+  int n = 0;
+  for (job *j = ex->head; j != NULL && n < EXECUTOR_SCAN;
+       prev = j, j = j->next, n++)
+    if (ex->stop || !held_back(ex, j)) {
+      unlink_job(ex, j, prev);
+      return j;
+    }
+  return NULL;
+}
+
 static void *executor_main(void *arg) {
-  executor *ex = arg;
+  executor_worker *w = arg;
+  executor *ex = w->ex;
   bool spin = false;
   pthread_mutex_lock(&ex->mu);
   for (;;) {
-    while (ex->head == NULL && !ex->stop) {
+    job *j = take_next(ex);
+    if (j == NULL) {
+      if (ex->stop && ex->head == NULL)
+        break; /* stopping, and nothing left */
       if (spin) {
         spin = false;
         pthread_mutex_unlock(&ex->mu);
@@ -91,18 +138,14 @@ static void *executor_main(void *arg) {
         pthread_mutex_lock(&ex->mu);
         continue;
       }
-      ex->sleeping = true;
+      ex->sleeping++;
       pthread_cond_wait(&ex->cv, &ex->mu);
-      ex->sleeping = false;
+      ex->sleeping--;
+      continue;
     }
     atomic_store(&ex->has_work, false);
     spin = ex->spin;
-    if (ex->head == NULL)
-      break; /* stopping, and nothing left */
-    job *j = ex->head;
-    ex->head = j->next;
-    if (ex->head == NULL)
-      ex->tail = NULL;
+    ex->running[w->index] = j;
     bool stopping = ex->stop;
     pthread_mutex_unlock(&ex->mu);
 
@@ -112,14 +155,15 @@ static void *executor_main(void *arg) {
     else
       j->run(j);
     pthread_mutex_lock(&ex->mu);
+    ex->running[w->index] = NULL;
     hand_back(ex, j);
+    /* A job this one held back may run now, on another worker. */
+    if (ex->n_workers > 1 && ex->sleeping > 0)
+      pthread_cond_broadcast(&ex->cv);
   }
   pthread_mutex_unlock(&ex->mu);
   return NULL;
 }
-
-/* How far executor_run_other looks down the queue for a job to run. */
-#define EXECUTOR_SCAN 64
 
 /* Whether an earlier job of queued `j`'s owner is queued ahead of it. */
 static bool owner_ahead(const executor *ex, const job *j) {
@@ -160,12 +204,7 @@ bool executor_run_other(executor *ex, const void *owner) {
     pthread_mutex_unlock(&ex->mu);
     return false;
   }
-  if (prev != NULL)
-    prev->next = j->next;
-  else
-    ex->head = j->next;
-  if (ex->tail == j)
-    ex->tail = prev;
+  unlink_job(ex, j, prev);
   pthread_mutex_unlock(&ex->mu);
 
   ex->nested = true;
@@ -214,9 +253,11 @@ static void executor_on_watch(uv_idle_t *h) {
   executor_on_async(&ex->async);
 }
 
-int executor_start(executor *ex, uv_loop_t *loop, bool spin) {
+int executor_start(executor *ex, uv_loop_t *loop, int workers, bool spin) {
   memset(ex, 0, sizeof(*ex));
-  ex->spin = spin;
+  if (workers < 1 || workers > EXECUTOR_MAX_WORKERS)
+    return -EINVAL;
+  ex->spin = spin && workers == 1;
   pthread_mutex_init(&ex->mu, NULL);
   pthread_cond_init(&ex->cv, NULL);
   int r = uv_async_init(loop, &ex->async, executor_on_async);
@@ -228,10 +269,20 @@ int executor_start(executor *ex, uv_loop_t *loop, bool spin) {
     return r;
   ex->watch.data = ex;
   ex->watch_open = true;
-  r = pthread_create(&ex->thread, NULL, executor_main, ex);
-  if (r != 0)
-    return -r;
-  ex->started = true;
+  for (int i = 0; i < workers; i++) {
+    ex->workers[i] = (executor_worker){.ex = ex, .index = i};
+    /* Counted first: a worker reads n_workers as soon as it runs. */
+    pthread_mutex_lock(&ex->mu);
+    ex->n_workers++;
+    pthread_mutex_unlock(&ex->mu);
+    r = pthread_create(&ex->threads[i], NULL, executor_main, &ex->workers[i]);
+    if (r != 0) {
+      pthread_mutex_lock(&ex->mu);
+      ex->n_workers--;
+      pthread_mutex_unlock(&ex->mu);
+      return -r; /* executor_stop joins those started */
+    }
+  }
   return 0;
 }
 
@@ -259,7 +310,7 @@ int executor_submit(executor *ex, job *j, uint64_t depth) {
   ex->tail = j;
   ex->queued++;
   atomic_store_explicit(&ex->has_work, true, memory_order_release);
-  if (ex->sleeping)
+  if (ex->sleeping > 0)
     pthread_cond_signal(&ex->cv);
   pthread_mutex_unlock(&ex->mu);
   return 0;
@@ -289,13 +340,14 @@ size_t executor_pending(executor *ex) {
 }
 
 void executor_stop(executor *ex) {
-  if (ex->started) {
+  if (ex->n_workers > 0) {
     pthread_mutex_lock(&ex->mu);
     ex->stop = true;
-    pthread_cond_signal(&ex->cv);
+    pthread_cond_broadcast(&ex->cv);
     pthread_mutex_unlock(&ex->mu);
-    pthread_join(ex->thread, NULL);
-    ex->started = false;
+    for (int i = 0; i < ex->n_workers; i++)
+      pthread_join(ex->threads[i], NULL);
+    ex->n_workers = 0;
     executor_on_async(&ex->async); /* done() of what finished last */
   }
   if (ex->watch_open) {

@@ -1,10 +1,11 @@
-/* executor.h — a worker thread: the one that runs a device's work, and the
- * loader that stages slices before it (daemon/).
+/* executor.h — worker threads with one queue: the one that runs a device's
+ * work, and the loaders that stage slices before it (daemon/).
  *
- * Owns: one worker thread, its bounded queue (queue_depth) and the hand-back
- * to the loop thread. A job's run() executes on the worker, in submission
- * order for each owner (a connection); its done() then executes on the loop
- * thread, in the order the runs finished. A run that would sit waiting
+ * Owns: its worker threads, their bounded queue (queue_depth) and the
+ * hand-back to the loop thread. A job's run() executes on a worker, after
+ * every earlier job it conflicts with (job.conflicts: with one worker, after
+ * every earlier job); its done() then executes on the loop thread, in the
+ * order the runs finished. A run that would sit waiting
  * (a forward whose slice another thread is moving) may run other owners'
  * jobs in the meantime (executor_run_other), so those can finish first.
  * The loop thread never waits on a job; when it hands a lone job that
@@ -31,21 +32,35 @@ struct job {
    * for another thread now, so that it may run while another job waits
    * (executor_run_other). NULL: never. */
   bool (*ready)(job *j);
+  /* Optional, for more than one worker: whether `later` must wait for
+   * `earlier` (queued ahead of it, or running). NULL: it always must.
+   * Called with the executor's mutex held. */
+  bool (*conflicts)(const job *earlier, const job *later);
   const void *owner; /* jobs of one owner run in the order submitted */
   uint64_t submitted_us, started_us, finished_us;
   bool cancelled; /* the executor stopped before run(): done() must say so */
 };
 
+#define EXECUTOR_MAX_WORKERS 4
+
+typedef struct executor executor;
 typedef struct {
-  pthread_t thread;
-  bool started;
+  executor *ex;
+  int index;
+} executor_worker;
+
+struct executor {
+  pthread_t threads[EXECUTOR_MAX_WORKERS];
+  executor_worker workers[EXECUTOR_MAX_WORKERS];
+  job *running[EXECUTOR_MAX_WORKERS]; /* each worker's job, or NULL */
+  int n_workers; /* started */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   job *head, *tail; /* waiting to run */
   size_t queued;    /* waiting + running, checked against depth */
   job *done_head, *done_tail;
   bool stop;
-  bool sleeping;         /* in pthread_cond_wait: submit must signal */
+  int sleeping;          /* in pthread_cond_wait: submit must signal */
   atomic_bool has_work;  /* what a spinning worker watches */
   atomic_int handback;   /* EXECUTOR_HANDBACK_*: see executor.c */
   atomic_uint_fast64_t last_run_us; /* how long the last job ran */
@@ -56,13 +71,14 @@ typedef struct {
   bool spin; /* spin-waits pay here: set by executor_start */
   bool nested; /* worker: running a job inside another's wait */
   atomic_uint_fast64_t interleaved; /* jobs run inside another's wait */
-} executor;
+};
 
-/* Starts the worker. With `spin`, the worker and the loop thread spin-wait
- * for a short while around short jobs instead of sleeping (executor.c):
- * only where another CPU can run the thread that is waited for. Returns 0
- * or a negative errno / libuv error. */
-int executor_start(executor *ex, uv_loop_t *loop, bool spin);
+/* Starts `workers` worker threads (1 .. EXECUTOR_MAX_WORKERS). With `spin`
+ * (one worker only), the worker and the loop thread spin-wait for a short
+ * while around short jobs instead of sleeping (executor.c): only where
+ * another CPU can run the thread that is waited for. Returns 0 or a
+ * negative errno / libuv error. */
+int executor_start(executor *ex, uv_loop_t *loop, int workers, bool spin);
 /* Queues a job unless `depth` jobs are already queued or running: then
  * returns SLY_E_BUSY and the job stays the caller's. */
 int executor_submit(executor *ex, job *j, uint64_t depth);
@@ -82,9 +98,9 @@ static inline bool executor_nested(const executor *ex) { return ex->nested; }
 void executor_cancel_queued(executor *ex);
 /* Jobs queued or running right now. */
 size_t executor_pending(executor *ex);
-/* Lets the worker finish the job it is running; jobs still queued are not
- * run (cancelled). Joins the worker, calls every pending done() and closes
- * the async handle. */
+/* Lets the workers finish the jobs they are running; jobs still queued are
+ * not run (cancelled). Joins the workers, calls every pending done() and
+ * closes the async handle. */
 void executor_stop(executor *ex);
 
 #endif

@@ -303,6 +303,23 @@ static void run_job(fwd_job *j) {
   free(spans);
 }
 
+/* Whether `s` is one of job `j`'s slices. */
+static bool uses(const fwd_job *j, const slice *s) {
+  for (size_t i = 0; s != NULL && i < j->n_slices; i++)
+    if (j->slices[i] == s)
+      return true;
+  return false;
+}
+
+/* Whether loader job `later` waits for `earlier` (job.conflicts): the jobs
+ * of one connection take effect in the order they were sent, and a job
+ * that uses a slice another stages waits for that staging, as does one that
+ * stages a slice another (queued ahead) uses. Others stage side by side. */
+static bool fwd_conflicts(const job *earlier, const job *later) {
+  const fwd_job *a = (const fwd_job *)earlier, *b = (const fwd_job *)later;
+  return a->c == b->c || uses(b, a->stage) || uses(a, b->stage);
+}
+
 /* Whether the job would run without waiting for any move (job.ready): a
  * forward whose slices are all in the compute tier. Atomics only: the
  * executor asks with its mutex held. */
@@ -474,6 +491,7 @@ static fwd_job *job_new(conn *c, int op, uint64_t req_id, uint64_t start_us,
   j->base.run = fwd_run;
   j->base.done = fwd_done;
   j->base.ready = fwd_ready;
+  j->base.conflicts = fwd_conflicts;
   j->base.owner = c;
   j->c = c;
   conn_ref(c);

@@ -263,12 +263,12 @@ int slyced_start(slyced *sd, uv_loop_t *loop, config *cfg) {
     log_error("%s", terr);
     return -1;
   }
-  /* Only the device's executor spin-waits: the loader's jobs are builds and
+  /* Only the device's executor spin-waits: the loaders' jobs are builds and
    * disk reads, which a few microseconds saved on a wake-up do not help. */
   sd->cpus = syscpu_usable();
-  int e = executor_start(&sd->exec, loop, sd->cpus >= 2);
+  int e = executor_start(&sd->exec, loop, 1, sd->cpus >= 2);
   if (e == 0)
-    e = executor_start(&sd->loader, loop, false);
+    e = executor_start(&sd->loader, loop, SLYCED_LOADERS, false);
   if (e < 0) {
     log_error("executor thread: %s", strerror(-e));
     return -1;

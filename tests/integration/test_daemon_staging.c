@@ -2,6 +2,7 @@
  * the loader thread: other clients' forwards go on meanwhile, and the
  * connection that asked still sees its requests take effect in order. */
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,30 @@ static int log_count(const td *d, const char *needle) {
     n++;
   free(logs);
   return n;
+}
+
+/* Waits (up to 30 s) until list shows slice `name` loading. */
+static void wait_loading(td *d, const char *name) {
+  int fd = rc_connect(d->sock);
+  rc_assert_hello(fd, 1);
+  for (int i = 0; i < 30000; i++) {
+    cJSON *r = rc_call(fd, "{\"id\": 2, \"op\": \"list\"}");
+    rc_assert_ok(r, 2);
+    bool loading = false;
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItem(r, "slices")) {
+      if (strcmp(cJSON_GetObjectItem(s, "name")->valuestring, name) == 0)
+        loading = strcmp(cJSON_GetObjectItem(s, "state")->valuestring,
+                         "loading") == 0;
+    }
+    cJSON_Delete(r);
+    if (loading) {
+      close(fd);
+      return;
+    }
+    td_sleep_ms(1);
+  }
+  cr_assert_fail("slice %s never showed as loading", name);
 }
 
 /* "big"'s entry in a list reply, from a fresh connection. */
@@ -123,6 +148,44 @@ Test(daemon_staging, a_slow_build_holds_up_no_other_client) {
   cr_assert_eq(log_count(d, "slice big: built"), 1);
   close(slow);
   close(fast);
+  td_stop(d);
+}
+
+/* Two slices that need a build, asked for by two clients one after the
+ * other, come in side by side on the loaders: the second, far smaller, is
+ * answered while the first is still being built. With one loader it waited
+ * for all of the first one's build. */
+Test(daemon_staging, a_second_clients_build_does_not_wait_for_the_first) {
+  td *d = td_start(
+      "\"max_cpu_mem_mb\": 2048, \"slices\": ["
+      "{\"name\": \"mid\", \"constructor\": \"linear\", \"config\": "
+      "{\"in_features\": 1024, \"out_features\": 1024, \"bias\": false, "
+      "\"dtype\": \"float32\", \"seed\": 3}},"
+      "{\"name\": \"big\", \"constructor\": \"linear\", \"config\": "
+      "{\"in_features\": 8192, \"out_features\": 8192, \"bias\": false, "
+      "\"dtype\": \"float32\", \"seed\": 2}}]");
+  int a = rc_connect(d->sock), c = rc_connect(d->sock);
+  rc_assert_hello(a, 1);
+  rc_assert_hello(c, 1);
+  cr_assert_eq(rc_send_json(a, "{\"id\": 5, \"op\": \"load\", \"slice\": "
+                               "\"big\", \"tier\": \"cpu\"}"),
+               0);
+  wait_loading(d, "big"); /* its build is under way on a loader */
+  cJSON *r = rc_call(c, "{\"id\": 6, \"op\": \"load\", \"slice\": "
+                        "\"mid\", \"tier\": \"cpu\"}");
+  rc_assert_ok(r, 6);
+  cJSON_Delete(r);
+  struct pollfd p = {.fd = a, .events = POLLIN};
+  cr_assert_eq(poll(&p, 1, 0), 0,
+               "big's load was answered before mid's, sent after it; logs:\n%s",
+               td_logs(d, 4000));
+  r = slow_reply(a);
+  rc_assert_ok(r, 5);
+  cJSON_Delete(r);
+  cr_assert_eq(log_count(d, "slice big: built"), 1);
+  cr_assert_eq(log_count(d, "slice mid: built"), 1);
+  close(a);
+  close(c);
   td_stop(d);
 }
 

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,24 +238,38 @@ Test(tiers_stream, stats_and_log_show_every_move_and_eviction) {
   tk_cache_remove(dir);
 }
 
+/* A pipeline "p" of `n_pipe` slices q0.. of 4 MiB (0.4 s each at 0.01
+ * GB/s), plus a slice "f" when `with_f`, on the sim device with that copy
+ * pace; `keys` adds to the config. */
+static td *slow_copies(tk_model *m, size_t n_pipe, bool with_f,
+                       const char *keys) {
+  if (tk_on_cuda())
+    cr_skip_test("sim_copy_gbps sets the pace only on sim");
+  memset(m, 0, sizeof *m);
+  for (size_t i = 0; i < n_pipe; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "q%zu", i);
+    tk_model_add(m, name, 512, (int)i + 1);
+  }
+  if (with_f)
+    tk_model_add(m, "f", 512, 70);
+  m->n_pipe = n_pipe;
+  m->n_cfg = m->n;
+  char all[512];
+  snprintf(all, sizeof all,
+           "\"gpu_strategy\": \"limit_gpu\", \"max_gpu_mem_mb\": 64, "
+           "\"gpu_reserve_mb\": 8, \"sim_copy_gbps\": 0.01, %s",
+           keys);
+  return tk_start(m, "sim", all);
+}
+
 /* SIGTERM while a pipeline streams over a slow copy path: at the drain's end
  * the pipeline stops before its next slice, and slyced exits in about one
  * slice's copy, not the rest of the pipeline's. */
 Test(tiers_stream, the_drains_end_stops_a_streaming_pipeline) {
-  if (tk_on_cuda())
-    cr_skip_test("sim_copy_gbps sets the pace only on sim");
   tk_model m;
-  memset(&m, 0, sizeof m);
-  for (int i = 0; i < 10; i++) {
-    char name[16];
-    snprintf(name, sizeof name, "q%d", i);
-    tk_model_add(&m, name, 512, i + 1); /* 4 MiB: 0.4 s at 0.01 GB/s */
-  }
-  m.n_cfg = m.n_pipe = 10;
-  td *d = tk_start(&m, "sim",
-                   "\"gpu_strategy\": \"limit_gpu\", \"max_gpu_mem_mb\": 64, "
-                   "\"gpu_reserve_mb\": 8, \"sim_copy_gbps\": 0.01, "
-                   "\"prefetch_depth\": 4, \"drain_timeout_ms\": 200");
+  td *d = slow_copies(&m, 10, false,
+                      "\"prefetch_depth\": 4, \"drain_timeout_ms\": 200");
   int fd = rc_connect(d->sock);
   rc_assert_hello(fd, 1);
   static float x[TK_ROWS * TK_FEATURES];
@@ -381,26 +396,11 @@ static void *run_pipeline(void *arg) {
  * `prefetch_depth` 0 the mover brings nothing ahead, and the pipeline
  * hands it each move it would have made itself while others wait. */
 static void forwards_beside_a_pipeline(int prefetch_depth) {
-  if (tk_on_cuda())
-    cr_skip_test("sim_copy_gbps sets the pace only on sim");
   tk_model m;
-  memset(&m, 0, sizeof m);
-  for (int i = 0; i < 6; i++) {
-    char name[16];
-    snprintf(name, sizeof name, "q%d", i);
-    tk_model_add(&m, name, 512, i + 1); /* 4 MiB: 0.4 s at 0.01 GB/s */
-  }
-  tk_model_add(&m, "f", 512, 70);
-  m.n_cfg = 7;
-  m.n_pipe = 6;
+  char keys[64];
+  snprintf(keys, sizeof keys, "\"prefetch_depth\": %d", prefetch_depth);
+  td *d = slow_copies(&m, 6, true, keys);
   tk_ref *ref = tk_reference(&m);
-  char keys[256];
-  snprintf(keys, sizeof keys,
-           "\"gpu_strategy\": \"limit_gpu\", \"max_gpu_mem_mb\": 64, "
-           "\"gpu_reserve_mb\": 8, \"sim_copy_gbps\": 0.01, "
-           "\"prefetch_depth\": %d",
-           prefetch_depth);
-  td *d = tk_start(&m, "sim", keys);
   tk_client k;
   tk_open(&k, d);
   sly_error err;
@@ -457,23 +457,10 @@ Test(tiers_stream, forwards_run_while_a_pipeline_without_prefetch_moves) {
  * the drain's end). Every reply still owed arrives, slyced exits 0 without
  * a sanitizer report, and the forwards run beside the pipeline are right. */
 Test(tiers_stream, a_gone_client_and_a_drain_beside_a_waiting_pipeline) {
-  if (tk_on_cuda())
-    cr_skip_test("sim_copy_gbps sets the pace only on sim");
   tk_model m;
-  memset(&m, 0, sizeof m);
-  for (int i = 0; i < 6; i++) {
-    char name[16];
-    snprintf(name, sizeof name, "q%d", i);
-    tk_model_add(&m, name, 512, i + 1);
-  }
-  tk_model_add(&m, "f", 512, 70);
-  m.n_cfg = 7;
-  m.n_pipe = 6;
+  td *d = slow_copies(&m, 6, true,
+                      "\"prefetch_depth\": 1, \"drain_timeout_ms\": 300");
   tk_ref *ref = tk_reference(&m);
-  td *d = tk_start(&m, "sim",
-                   "\"gpu_strategy\": \"limit_gpu\", \"max_gpu_mem_mb\": 64, "
-                   "\"gpu_reserve_mb\": 8, \"sim_copy_gbps\": 0.01, "
-                   "\"prefetch_depth\": 1, \"drain_timeout_ms\": 300");
   tk_client k;
   tk_open(&k, d);
   sly_error err;
