@@ -82,11 +82,12 @@ int executor_start(executor *ex, uv_loop_t *loop, int workers, bool spin);
 /* Queues a job unless `depth` jobs are already queued or running: then
  * returns SLY_E_BUSY and the job stays the caller's. */
 int executor_submit(executor *ex, job *j, uint64_t depth);
-/* Worker thread, from inside a run() of a job of `owner` that is about to
- * wait for another thread: runs the first queued job that is the first of
- * its owner, of another owner than `owner`, and ready (job.ready), to the
- * end, and hands it back. Returns whether it ran one; false too when called
- * from a job that runs inside another's wait, or while stopping. */
+/* Worker thread of a one-worker executor (the device's), from inside a
+ * run() of a job of `owner` that is about to wait for another thread: runs
+ * the first queued job that is the first of its owner, of another owner
+ * than `owner`, and ready (job.ready), to the end, and hands it back.
+ * Returns whether it ran one; false too when called from a job that runs
+ * inside another's wait, or while stopping. */
 bool executor_run_other(executor *ex, const void *owner);
 /* Whether executor_run_other would run a job now. Worker thread. */
 bool executor_other_ready(executor *ex, const void *owner);

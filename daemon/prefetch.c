@@ -55,8 +55,9 @@ void tiers_hand_to_mover(tiers *t, slice *s) {
   size_t i = 0;
   while (i < t->queued && t->queue[i].s != s)
     i++;
+  bool full = i == t->queued && i == TIERS_PREFETCH_QUEUE;
   if (t->stopping || at_compute_tier(t, s) || s->place.busy ||
-      atomic_load(&s->removed) || (i == t->queued && i == TIERS_PREFETCH_QUEUE)) {
+      atomic_load(&s->removed) || full) {
     pthread_mutex_unlock(&t->mu);
     return;
   }
