@@ -218,6 +218,55 @@ bool executor_run_other(executor *ex, const void *owner) {
   return true;
 }
 
+/* How long executor_wait_while sleeps at most before it asks still()
+ * again, should a poke go astray. */
+#define EXECUTOR_WAIT_MAX_MS 50
+
+void executor_wait_while(executor *ex, const void *owner,
+                         bool (*still)(void *arg), void *arg) {
+  if (ex->nested)
+    return;
+  /* Set before still() is asked: a move that ends after that sees it and
+   * pokes (see executor_poke). */
+  atomic_store(&ex->waiting, true);
+  for (;;) {
+    pthread_mutex_lock(&ex->mu);
+    uint64_t seen = ex->pokes;
+    bool stopping = ex->stop;
+    pthread_mutex_unlock(&ex->mu);
+    if (stopping || !still(arg))
+      break;
+    if (executor_run_other(ex, owner))
+      continue;
+    pthread_mutex_lock(&ex->mu);
+    job *prev;
+    if (ex->pokes == seen && !ex->stop &&
+        find_other(ex, owner, &prev) == NULL) {
+      struct timespec until;
+      clock_gettime(CLOCK_REALTIME, &until);
+      until.tv_nsec += EXECUTOR_WAIT_MAX_MS * 1000000L;
+      if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+      }
+      ex->sleeping++; /* so that executor_submit signals */
+      pthread_cond_timedwait(&ex->cv, &ex->mu, &until);
+      ex->sleeping--;
+    }
+    pthread_mutex_unlock(&ex->mu);
+  }
+  atomic_store(&ex->waiting, false);
+}
+
+void executor_poke(executor *ex) {
+  if (!atomic_load(&ex->waiting))
+    return;
+  pthread_mutex_lock(&ex->mu);
+  ex->pokes++;
+  pthread_cond_broadcast(&ex->cv);
+  pthread_mutex_unlock(&ex->mu);
+}
+
 static void executor_on_async(uv_async_t *h) {
   executor *ex = h->data;
   pthread_mutex_lock(&ex->mu);

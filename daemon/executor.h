@@ -70,6 +70,8 @@ struct executor {
   bool async_open, watch_open;
   bool spin; /* spin-waits pay here: set by executor_start */
   bool nested; /* worker: running a job inside another's wait */
+  atomic_bool waiting; /* a run is in executor_wait_while */
+  uint64_t pokes;      /* executor_poke calls while waiting (mutex) */
   atomic_uint_fast64_t interleaved; /* jobs run inside another's wait */
 };
 
@@ -91,6 +93,16 @@ int executor_submit(executor *ex, job *j, uint64_t depth);
 bool executor_run_other(executor *ex, const void *owner);
 /* Whether executor_run_other would run a job now. Worker thread. */
 bool executor_other_ready(executor *ex, const void *owner);
+/* Worker thread of a one-worker executor, inside a run() of a job of
+ * `owner`: returns once still(arg) is false, running other owners' ready
+ * jobs meanwhile (executor_run_other) and sleeping between them until a job
+ * is queued or executor_poke is called. Returns at once inside another's
+ * wait, or while stopping: the caller then waits its own way. */
+void executor_wait_while(executor *ex, const void *owner,
+                         bool (*still)(void *arg), void *arg);
+/* Any thread: what still() said may have changed (a move ended). Cheap
+ * unless a run waits in executor_wait_while. */
+void executor_poke(executor *ex);
 /* Whether the worker is running a job inside another's wait. Worker thread
  * only. */
 static inline bool executor_nested(const executor *ex) { return ex->nested; }

@@ -216,6 +216,17 @@ static int compute(fwd_job *j, slice *s, shim_values *cur, shim_values **next,
   }
 }
 
+typedef struct {
+  tiers *t;
+  slice *s;
+} motion;
+
+/* executor_wait_while's test: another thread is bringing the slice in. */
+static bool in_motion(void *arg) {
+  motion *m = arg;
+  return tiers_in_motion(m->t, m->s);
+}
+
 static void run_job(fwd_job *j) {
   char msg[SHIM_ERROR_MAX];
   if (j->tier_op) {
@@ -260,8 +271,8 @@ static void run_job(fwd_job *j) {
     executor *ex = &j->c->sd->exec;
     if (!tiers_at_compute(t, s) && executor_other_ready(ex, j->c))
       tiers_hand_to_mover(t, s);
-    while (tiers_in_motion(t, s) && executor_run_other(ex, j->c))
-      ;
+    motion m = {t, s};
+    executor_wait_while(ex, j->c, in_motion, &m);
     j->code = acquire(j, i);
     if (j->code < 0)
       break;

@@ -134,6 +134,8 @@ static void *mover_main(void *arg) {
     prefetch_one(t, s, far, demand);
     slice_unref(s);
     atomic_fetch_sub(&t->prefetch_pending, 1);
+    if (t->moved != NULL)
+      t->moved(t->moved_ctx); /* also when it was skipped */
   }
   pthread_mutex_unlock(&t->mu);
   return NULL;

@@ -20,6 +20,8 @@ uint64_t slyced_now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+static void poke_exec(void *exec) { executor_poke(exec); }
+
 static void status_line(slyced *sd, char *buf, size_t len) {
   snprintf(buf, len, "%s; %zu connections; %zu slices",
            sd->draining ? "draining" : "serving", sd->srv.n_conns,
@@ -263,6 +265,8 @@ int slyced_start(slyced *sd, uv_loop_t *loop, config *cfg) {
     log_error("%s", terr);
     return -1;
   }
+  /* A forward waiting for a move wakes when one ends (forward.c). */
+  tiers_on_moved(&sd->tiers, poke_exec, &sd->exec);
   /* Only the device's executor spin-waits: the loaders' jobs are builds and
    * disk reads, which a few microseconds saved on a wake-up do not help. */
   sd->cpus = syscpu_usable();

@@ -154,6 +154,8 @@ void tiers__unclaim(tiers *t, slice *s) {
   s->place.busy = false;
   t->n_busy--;
   pthread_cond_broadcast(&t->idle);
+  if (t->moved != NULL)
+    t->moved(t->moved_ctx);
 }
 
 void tiers__track(tiers *t, slice *s) {
@@ -721,6 +723,13 @@ int tiers_load(tiers *t, slice *s, int tier, proto_error *err) {
 
 bool tiers_at_compute(const tiers *t, const slice *s) {
   return atomic_load(&s->place.tier) == tiers__compute_tier(t);
+}
+
+void tiers_on_moved(tiers *t, void (*fn)(void *ctx), void *ctx) {
+  pthread_mutex_lock(&t->mu);
+  t->moved = fn;
+  t->moved_ctx = ctx;
+  pthread_mutex_unlock(&t->mu);
 }
 
 bool tiers_in_motion(tiers *t, const slice *s) {

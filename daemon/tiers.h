@@ -93,6 +93,10 @@ typedef struct tiers {
   pthread_cond_t work; /* the mover has something to do, or must stop */
   pthread_t mover;
   bool mover_started, stopping;
+  /* Called (mutex held) whenever a move ends, or the mover drops one it
+   * had queued: a forward waiting for one may go on (tiers_on_moved). */
+  void (*moved)(void *ctx);
+  void *moved_ctx;
   struct {
     struct slice *s; /* referenced */
     bool far;        /* needed beyond prefetch_depth steps from now */
@@ -154,6 +158,10 @@ void tiers_release(tiers *t, struct slice *s);
 bool tiers_wants_stage(const tiers *t, const struct slice *s);
 /* Whether `s` is in the tier forwards run from now. Atomics only. */
 bool tiers_at_compute(const tiers *t, const struct slice *s);
+/* Sets the function called, with the mutex held, whenever a move ends or
+ * the mover drops one it had queued (NULL: none). It must not call back
+ * into the tiers. */
+void tiers_on_moved(tiers *t, void (*fn)(void *ctx), void *ctx);
 /* Asks the mover to bring `s` to the compute tier for a forward that will
  * wait for it, so that the executor can run other forwards meanwhile: first
  * in the mover's queue, with the room a forward gets, and not counted as a
