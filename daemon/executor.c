@@ -78,7 +78,7 @@ static void hand_back(executor *ex, job *j) {
     uv_async_send(&ex->async);
 }
 
-/* How far down the queue a worker, or executor_run_other, looks for a job
+/* How far down the queue a worker, or run_other, looks for a job
  * it may run. */
 #define EXECUTOR_SCAN 64
 
@@ -173,7 +173,7 @@ static bool owner_ahead(const executor *ex, const job *j) {
   return false;
 }
 
-/* The job executor_run_other would run, and the one before it in the
+/* The job run_other would run, and the one before it in the
  * queue (*prev; NULL at the head); NULL for none. Mutex held. */
 static job *find_other(executor *ex, const void *owner, job **prev) {
   *prev = NULL;
@@ -196,7 +196,9 @@ bool executor_other_ready(executor *ex, const void *owner) {
   return ready;
 }
 
-bool executor_run_other(executor *ex, const void *owner) {
+/* Runs the job executor_other_ready finds, to its end, and hands it back.
+ * Returns whether there was one. */
+static bool run_other(executor *ex, const void *owner) {
   pthread_mutex_lock(&ex->mu);
   job *prev;
   job *j = find_other(ex, owner, &prev);
@@ -236,7 +238,7 @@ void executor_wait_while(executor *ex, const void *owner,
     pthread_mutex_unlock(&ex->mu);
     if (stopping || !still(arg))
       break;
-    if (executor_run_other(ex, owner))
+    if (run_other(ex, owner))
       continue;
     pthread_mutex_lock(&ex->mu);
     job *prev;

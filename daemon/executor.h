@@ -5,9 +5,9 @@
  * hand-back to the loop thread. A job's run() executes on a worker, after
  * every earlier job it conflicts with (job.conflicts: with one worker, after
  * every earlier job); its done() then executes on the loop thread, in the
- * order the runs finished. A run that would sit waiting
- * (a forward whose slice another thread is moving) may run other owners'
- * jobs in the meantime (executor_run_other), so those can finish first.
+ * order the runs finished. A run that would sit waiting (a forward whose
+ * slice another thread is moving) runs other owners' ready jobs in the
+ * meantime (executor_wait_while), so those can finish first.
  * The loop thread never waits on a job; when it hands a lone job that
  * should be short, it polls its other sockets without sleeping for a while
  * instead (see executor.c), and takes the job back without a wake-up.
@@ -30,7 +30,7 @@ struct job {
   void (*done)(job *j); /* loop thread; frees the job */
   /* Worker thread, optional: whether run() would finish without waiting
    * for another thread now, so that it may run while another job waits
-   * (executor_run_other). NULL: never. */
+   * (executor_wait_while). NULL: never. */
   bool (*ready)(job *j);
   /* Optional, for more than one worker: whether `later` must wait for
    * `earlier` (queued ahead of it, or running). NULL: it always must.
@@ -84,20 +84,16 @@ int executor_start(executor *ex, uv_loop_t *loop, int workers, bool spin);
 /* Queues a job unless `depth` jobs are already queued or running: then
  * returns SLY_E_BUSY and the job stays the caller's. */
 int executor_submit(executor *ex, job *j, uint64_t depth);
-/* Worker thread of a one-worker executor (the device's), from inside a
- * run() of a job of `owner` that is about to wait for another thread: runs
- * the first queued job that is the first of its owner, of another owner
- * than `owner`, and ready (job.ready), to the end, and hands it back.
- * Returns whether it ran one; false too when called from a job that runs
- * inside another's wait, or while stopping. */
-bool executor_run_other(executor *ex, const void *owner);
-/* Whether executor_run_other would run a job now. Worker thread. */
+/* Worker thread of a one-worker executor (the device's), inside a run() of
+ * a job of `owner`: whether a queued job could run in the meantime (see
+ * executor_wait_while): the first queued job of its owner, of another
+ * owner than `owner`, and ready (job.ready). */
 bool executor_other_ready(executor *ex, const void *owner);
 /* Worker thread of a one-worker executor, inside a run() of a job of
  * `owner`: returns once still(arg) is false, running other owners' ready
- * jobs meanwhile (executor_run_other) and sleeping between them until a job
- * is queued or executor_poke is called. Returns at once inside another's
- * wait, or while stopping: the caller then waits its own way. */
+ * jobs to their end meanwhile, one at a time, and sleeping between them
+ * until a job is queued or executor_poke is called. Returns at once inside
+ * another's wait, or while stopping: the caller then waits its own way. */
 void executor_wait_while(executor *ex, const void *owner,
                          bool (*still)(void *arg), void *arg);
 /* Any thread: what still() said may have changed (a move ended). Cheap
