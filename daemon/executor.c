@@ -226,10 +226,10 @@ static bool run_other(executor *ex, const void *owner) {
 
 void executor_wait_while(executor *ex, const void *owner,
                          bool (*still)(void *arg), void *arg) {
-  if (ex->nested)
-    return;
-  /* Set before still() is asked: a move that ends after that sees it and
-   * pokes (see executor_poke). */
+  if (ex->nested || !still(arg))
+    return; /* the common case: nothing to wait for */
+  /* Set before still() is asked again: a move that ends after that sees it
+   * and pokes (see executor_poke). */
   atomic_store(&ex->waiting, true);
   for (;;) {
     pthread_mutex_lock(&ex->mu);
