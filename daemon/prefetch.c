@@ -103,6 +103,7 @@ static void prefetch_one(tiers *t, slice *s, bool far, bool demand) {
                     : TIERS_ROOM_AHEAD;
   int rc = tiers__ensure(t, s, tiers__compute_tier(t), room, &e);
   if (rc == 0 && demand) {
+    p->staged = true; /* brought in for a forward: a miss when it acquires */
     log_debug("move slice=%s to=%s for a waiting forward bytes=%llu ms=%.2f",
               s->name, tier_name(tiers__compute_tier(t)),
               (unsigned long long)p->bytes,

@@ -55,7 +55,8 @@ typedef struct {
   bool busy;             /* a thread is moving it with the mutex dropped */
   bool needed_next;      /* a running pipeline needs it within prefetch_depth */
   bool prefetched;       /* brought in ahead of use and not used since */
-  bool staged;           /* brought in by tiers_stage, not used since */
+  bool staged;  /* brought in for a forward (tiers_stage, or the mover on a
+                 * forward's behalf), not used since: a miss */
   atomic_int awaited;    /* staged jobs that have not acquired it yet */
   uint64_t next_use_at;  /* tick of its next known use; 0 = unknown */
   struct slice *successor; /* the slice that usually follows it (a reference) */

@@ -438,6 +438,14 @@ static void forwards_beside_a_pipeline(int prefetch_depth) {
               "moves handed to the mover counted as prefetches: %s", reply);
   cJSON_Delete(st);
   free(reply);
+  tk_stats ts;
+  tk_stats_get(k.c, &ts);
+  /* Every slice of the pass came in while it ran: six misses, however
+   * each one was brought in (none counts as a hit because the mover,
+   * not the forward, moved it). */
+  if (prefetch_depth == 0)
+    cr_assert_geq(ts.misses, 6, "%llu misses for a pass that moved all six",
+                  (unsigned long long)ts.misses);
   tk_close(&k);
   td_stop(d);
   free(ref);
