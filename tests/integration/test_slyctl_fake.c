@@ -214,6 +214,9 @@ Test(slyctl_fake, stats_prints_readable_figures, .timeout = 30) {
   cr_assert(strstr(r.out, "connections  2 open, 9 accepted, 1 rejected\n") !=
                 NULL,
             "%s", r.out);
+  cr_assert(strstr(r.out, "executor     4 queued, 17 run while a forward "
+                          "waited for a slice\n") != NULL,
+            "%s", r.out);
   cr_assert(strstr(r.out, "requests     120 total, 3 errors\n") != NULL, "%s",
             r.out);
   cr_assert(strstr(r.out, "latency      p50 80 us, p90 200 us, p99 1.5 ms, "
