@@ -269,10 +269,12 @@ static void run_job(fwd_job *j) {
      * this forward would make itself goes to the mover when one of those
      * waits, so that it can run meanwhile too. */
     executor *ex = &j->c->sd->exec;
+    uint64_t w0 = conn_now_us();
     if (!tiers_at_compute(t, s) && executor_other_ready(ex, j->c))
       tiers_hand_to_mover(t, s);
     motion m = {t, s};
     executor_wait_while(ex, j->c, in_motion, &m);
+    j->load_us += conn_now_us() - w0; /* waiting for the slice to come in */
     j->code = acquire(j, i);
     if (j->code < 0)
       break;

@@ -656,6 +656,8 @@ static void op_end(tiers *t, slice *s) {
 int tiers_acquire(tiers *t, slice *s, proto_error *err) {
   bool waited = op_begin(t, s);
   tier_place *p = &s->place;
+  waited = waited || p->waited_for;
+  p->waited_for = false;
   int ct = tiers__compute_tier(t);
   /* A slice the loader brought in for this very request was not found in
    * memory: a miss, for the figures and for prefetch's window. */
@@ -732,11 +734,13 @@ void tiers_on_moved(tiers *t, void (*fn)(void *ctx), void *ctx) {
   pthread_mutex_unlock(&t->mu);
 }
 
-bool tiers_in_motion(tiers *t, const slice *s) {
+bool tiers_in_motion(tiers *t, slice *s) {
   pthread_mutex_lock(&t->mu);
-  bool moving = s->place.busy;
+  tier_place *p = &s->place;
+  bool moving = p->busy;
   for (size_t i = 0; !moving && i < t->queued; i++)
     moving = t->queue[i].s == s;
+  p->waited_for = p->waited_for || moving;
   pthread_mutex_unlock(&t->mu);
   return moving;
 }

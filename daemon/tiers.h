@@ -58,6 +58,7 @@ typedef struct {
   bool staged;  /* brought in for a forward (tiers_stage, or the mover on a
                  * forward's behalf), not used since: a miss */
   atomic_int awaited;    /* staged jobs that have not acquired it yet */
+  bool waited_for;       /* a forward waited for its move (tiers_in_motion) */
   uint64_t next_use_at;  /* tick of its next known use; 0 = unknown */
   struct slice *successor; /* the slice that usually follows it (a reference) */
   uint32_t successor_seen; /* how many times in a row it did */
@@ -170,8 +171,10 @@ void tiers_on_moved(tiers *t, void (*fn)(void *ctx), void *ctx);
 void tiers_hand_to_mover(tiers *t, struct slice *s);
 /* Whether another thread is moving `s` right now (the mover, the loader),
  * or the mover has it queued: an acquire would wait for that move, or
- * make it itself. */
-bool tiers_in_motion(tiers *t, const struct slice *s);
+ * make it itself. For a forward that waits while it says so: the next
+ * acquire of `s` counts as one that waited for a copy (prefetch.c's
+ * window), as it would have had it waited inside tiers_acquire. */
+bool tiers_in_motion(tiers *t, struct slice *s);
 int tiers_stage(tiers *t, struct slice *s, proto_error *err);
 void tiers_stage_release(struct slice *s);
 

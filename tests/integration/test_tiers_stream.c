@@ -379,14 +379,27 @@ static void *run_pipeline(void *arg) {
   tk_client k;
   tk_open(&k, r->d);
   atomic_store(&r->sent, true); /* a moment early: the caller waits more */
-  float out[TK_OUT_FLOATS];
+  sly_result *res = NULL;
   sly_error err;
-  int rc = tk_try_forward(&k, NULL, "p", out, &err);
+  int rc = sly_forward_pipeline(k.c, "p", &k.x, 1, &res, &err);
   atomic_store(&r->done, true);
+  const char *why = NULL;
+  if (rc != 0) {
+    why = "the pipeline's forward failed";
+  } else {
+    const sly_tensor *o = sly_result_output(res, 0);
+    sly_timing tm = sly_result_timing(res);
+    if (o == NULL || sly_tensor_nbytes(o) != TK_OUT_FLOATS * sizeof(float) ||
+        !tk_try_equal(o->data, r->want, err.message, sizeof err.message))
+      why = "the pipeline's forward answered wrong";
+    /* Its six copies set its pace: the time it waited for them, beside
+     * the other client's forwards, is load time. */
+    else if (tm.load_us < tm.total_us / 2)
+      why = "the pipeline's load_us leaves out the wait for its copies";
+  }
+  sly_result_free(res);
   tk_close(&k);
-  if (rc != 0 || !tk_try_equal(out, r->want, err.message, sizeof err.message))
-    return "the pipeline's forward failed or answered wrong";
-  return NULL;
+  return (void *)why;
 }
 
 /* While a pipeline waits for the mover to bring its next slice over a slow
