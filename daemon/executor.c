@@ -165,43 +165,37 @@ static void *executor_main(void *arg) {
   return NULL;
 }
 
-/* Whether an earlier job of queued `j`'s owner is queued ahead of it. */
-static bool owner_ahead(const executor *ex, const job *j) {
-  for (const job *k = ex->head; k != j; k = k->next)
-    if (k->owner == j->owner)
-      return true;
-  return false;
-}
-
-/* The job run_other would run, and the one before it in the
- * queue (*prev; NULL at the head); NULL for none. Mutex held. */
-static job *find_other(executor *ex, const void *owner, job **prev) {
+/* The job run_other would run, and the one before it in the queue (*prev;
+ * NULL at the head); NULL for none: the first queued job that is ready
+ * (job.ready) and that nothing queued ahead or running holds back
+ * (held_back). The waiting job counts as running, so whatever conflicts with
+ * it stays behind it. Mutex held. */
+static job *find_other(executor *ex, job **prev) {
   *prev = NULL;
   if (ex->stop || ex->nested)
     return NULL; /* one wait at a time: a nested job runs to its end */
   int n = 0;
   for (job *j = ex->head; j != NULL && n < EXECUTOR_SCAN;
        *prev = j, j = j->next, n++)
-    if (j->owner != owner && j->ready != NULL && j->ready(j) &&
-        !owner_ahead(ex, j))
+    if (j->ready != NULL && j->ready(j) && !held_back(ex, j))
       return j;
   return NULL;
 }
 
-bool executor_other_ready(executor *ex, const void *owner) {
+bool executor_other_ready(executor *ex) {
   pthread_mutex_lock(&ex->mu);
   job *prev;
-  bool ready = find_other(ex, owner, &prev) != NULL;
+  bool ready = find_other(ex, &prev) != NULL;
   pthread_mutex_unlock(&ex->mu);
   return ready;
 }
 
 /* Runs the job executor_other_ready finds, to its end, and hands it back.
  * Returns whether there was one. */
-static bool run_other(executor *ex, const void *owner) {
+static bool run_other(executor *ex) {
   pthread_mutex_lock(&ex->mu);
   job *prev;
-  job *j = find_other(ex, owner, &prev);
+  job *j = find_other(ex, &prev);
   if (j == NULL) {
     pthread_mutex_unlock(&ex->mu);
     return false;
@@ -224,8 +218,8 @@ static bool run_other(executor *ex, const void *owner) {
  * again, should a poke go astray. */
 #define EXECUTOR_WAIT_MAX_MS 50
 
-void executor_wait_while(executor *ex, const void *owner,
-                         bool (*still)(void *arg), void *arg) {
+void executor_wait_while(executor *ex, bool (*still)(void *arg),
+                         void *arg) {
   if (ex->nested || !still(arg))
     return; /* the common case: nothing to wait for */
   /* Set before still() is asked again: a move that ends after that sees it
@@ -238,12 +232,12 @@ void executor_wait_while(executor *ex, const void *owner,
     pthread_mutex_unlock(&ex->mu);
     if (stopping || !still(arg))
       break;
-    if (run_other(ex, owner))
+    if (run_other(ex))
       continue;
     pthread_mutex_lock(&ex->mu);
     job *prev;
     if (ex->pokes == seen && !ex->stop &&
-        find_other(ex, owner, &prev) == NULL) {
+        find_other(ex, &prev) == NULL) {
       struct timespec until;
       clock_gettime(CLOCK_REALTIME, &until);
       until.tv_nsec += EXECUTOR_WAIT_MAX_MS * 1000000L;

@@ -6,8 +6,9 @@
  * every earlier job it conflicts with (job.conflicts: with one worker, after
  * every earlier job); its done() then executes on the loop thread, in the
  * order the runs finished. A run that would sit waiting (a forward whose
- * slice another thread is moving) runs other owners' ready jobs in the
- * meantime (executor_wait_while), so those can finish first.
+ * slice another thread is moving) runs queued jobs that are ready and do
+ * not conflict with it in the meantime (executor_wait_while), so those can
+ * finish first.
  * The loop thread never waits on a job; when it hands a lone job that
  * should be short, it polls its other sockets without sleeping for a while
  * instead (see executor.c), and takes the job back without a wake-up.
@@ -32,11 +33,11 @@ struct job {
    * for another thread now, so that it may run while another job waits
    * (executor_wait_while). NULL: never. */
   bool (*ready)(job *j);
-  /* Optional, for more than one worker: whether `later` must wait for
-   * `earlier` (queued ahead of it, or running). NULL: it always must.
-   * Called with the executor's mutex held. */
+  /* Optional: whether `later` must wait for `earlier` (queued ahead of it,
+   * or running, or waiting in executor_wait_while). NULL: it always must.
+   * What lets a second worker, or a wait, take a job out of order. Called
+   * with the executor's mutex held. */
   bool (*conflicts)(const job *earlier, const job *later);
-  const void *owner; /* jobs of one owner run in the order submitted */
   uint64_t submitted_us, started_us, finished_us;
   bool cancelled; /* the executor stopped before run(): done() must say so */
 };
@@ -84,18 +85,17 @@ int executor_start(executor *ex, uv_loop_t *loop, int workers, bool spin);
 /* Queues a job unless `depth` jobs are already queued or running: then
  * returns SLY_E_BUSY and the job stays the caller's. */
 int executor_submit(executor *ex, job *j, uint64_t depth);
-/* Worker thread of a one-worker executor (the device's), inside a run() of
- * a job of `owner`: whether a queued job could run in the meantime (see
- * executor_wait_while): the first queued job of its owner, of another
- * owner than `owner`, and ready (job.ready). */
-bool executor_other_ready(executor *ex, const void *owner);
-/* Worker thread of a one-worker executor, inside a run() of a job of
- * `owner`: returns once still(arg) is false, running other owners' ready
- * jobs to their end meanwhile, one at a time, and sleeping between them
- * until a job is queued or executor_poke is called. Returns at once inside
- * another's wait, or while stopping: the caller then waits its own way. */
-void executor_wait_while(executor *ex, const void *owner,
-                         bool (*still)(void *arg), void *arg);
+/* Worker thread of a one-worker executor (the device's), inside a run():
+ * whether a queued job could run in the meantime (see executor_wait_while):
+ * one that is ready (job.ready) and that neither the running job nor one
+ * queued ahead of it holds back (job.conflicts). */
+bool executor_other_ready(executor *ex);
+/* Worker thread of a one-worker executor, inside a run(): returns once
+ * still(arg) is false, running the jobs executor_other_ready finds to their
+ * end meanwhile, one at a time, and sleeping between them until a job is
+ * queued or executor_poke is called. Returns at once inside another's
+ * wait, or while stopping: the caller then waits its own way. */
+void executor_wait_while(executor *ex, bool (*still)(void *arg), void *arg);
 /* Any thread: what still() said may have changed (a move ended). Cheap
  * unless a run waits in executor_wait_while. */
 void executor_poke(executor *ex);

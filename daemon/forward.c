@@ -31,7 +31,7 @@ typedef struct {
   bool tier_op; /* load, evict, pin, unpin */
   bool device_lost; /* it failed because the device is lost */
   int tier;
-  slice *stage; /* on the loader: the slice to stage first (one of slices) */
+  slice *stage; /* the slice to stage first (one of slices); NULL past the loader */
   slice *held;  /* stage, once staged, until acquired (or job_free) */
   uint64_t retired[PROTO_MAX_IDS];
   size_t n_retired;
@@ -270,10 +270,10 @@ static void run_job(fwd_job *j) {
      * waits, so that it can run meanwhile too. */
     executor *ex = &j->c->sd->exec;
     uint64_t w0 = conn_now_us();
-    if (!tiers_at_compute(t, s) && executor_other_ready(ex, j->c))
+    if (!tiers_at_compute(t, s) && executor_other_ready(ex))
       tiers_hand_to_mover(t, s);
     motion m = {t, s};
-    executor_wait_while(ex, j->c, in_motion, &m);
+    executor_wait_while(ex, in_motion, &m);
     j->load_us += conn_now_us() - w0; /* waiting for the slice to come in */
     j->code = acquire(j, i);
     if (j->code < 0)
@@ -324,10 +324,12 @@ static bool uses(const fwd_job *j, const slice *s) {
   return false;
 }
 
-/* Whether loader job `later` waits for `earlier` (job.conflicts): the jobs
- * of one connection take effect in the order they were sent, and a job
- * that uses a slice another stages waits for that staging, as does one that
- * stages a slice another (queued ahead) uses. Others stage side by side. */
+/* Whether job `later` waits for `earlier` (job.conflicts): the jobs of one
+ * connection take effect in the order they were sent. On the loaders, a job
+ * that uses a slice another stages also waits for that staging, as does one
+ * that stages a slice another (queued ahead) uses; others stage side by
+ * side. On the device's executor nothing is staged (stage_done clears
+ * stage), so a forward there can run while another connection's waits. */
 static bool fwd_conflicts(const job *earlier, const job *later) {
   const fwd_job *a = (const fwd_job *)earlier, *b = (const fwd_job *)later;
   return a->c == b->c || uses(b, a->stage) || uses(a, b->stage);
@@ -505,7 +507,6 @@ static fwd_job *job_new(conn *c, int op, uint64_t req_id, uint64_t start_us,
   j->base.done = fwd_done;
   j->base.ready = fwd_ready;
   j->base.conflicts = fwd_conflicts;
-  j->base.owner = c;
   j->c = c;
   conn_ref(c);
   j->pool = c->pool;
@@ -580,6 +581,7 @@ static void stage_done(job *base) {
   j->c->staged--;
   if (j->stage != NULL)
     j->stage->staging--;
+  j->stage = NULL; /* staged: see fwd_conflicts */
   j->base.run = fwd_run;
   j->base.done = fwd_done;
   if (j->base.cancelled || j->code < 0 ||

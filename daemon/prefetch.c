@@ -28,50 +28,49 @@ static bool at_compute_tier(const tiers *t, const slice *s) {
   return (tiers__compute_tier(t) == TIER_GPU ? p->dev : p->host) != NULL;
 }
 
+/* The index of `s` in the mover's queue, where it is put at the back (with
+ * a reference, and as `far`) when it is not there yet; -1 when it has
+ * nothing to gain (it is in the compute tier, or removed, or busy: being
+ * moved already, by the mover mostly) or the queue is full. Mutex held. */
+static int queue_index(tiers *t, slice *s) {
+  if (t->stopping || at_compute_tier(t, s) || s->place.busy ||
+      atomic_load(&s->removed))
+    return -1;
+  for (size_t i = 0; i < t->queued; i++)
+    if (t->queue[i].s == s)
+      return (int)i;
+  if (t->queued == TIERS_PREFETCH_QUEUE)
+    return -1;
+  slice_ref(s);
+  t->queue[t->queued].s = s;
+  t->queue[t->queued].far = true; /* the callers narrow it */
+  t->queue[t->queued].demand = false;
+  atomic_fetch_add(&t->prefetch_pending, 1);
+  return (int)t->queued++;
+}
+
 /* Queues `s` for the mover unless it is there already or has nothing to
  * gain; `far`: needed more than prefetch_depth steps from now, so that it
  * may only use free room (see plan below). Mutex held. */
 static void enqueue(tiers *t, slice *s, bool far) {
-  if (t->conf.prefetch_depth == 0 || t->stopping || at_compute_tier(t, s) ||
-      s->place.busy || atomic_load(&s->removed))
-    return; /* busy: being moved already (by the mover, mostly) */
-  for (size_t i = 0; i < t->queued; i++)
-    if (t->queue[i].s == s) {
-      t->queue[i].far = t->queue[i].far && far;
-      return;
-    }
-  if (t->queued == TIERS_PREFETCH_QUEUE)
+  int i = t->conf.prefetch_depth > 0 ? queue_index(t, s) : -1;
+  if (i < 0)
     return;
-  slice_ref(s);
-  t->queue[t->queued].s = s;
-  t->queue[t->queued].demand = false;
-  t->queue[t->queued++].far = far;
-  atomic_fetch_add(&t->prefetch_pending, 1);
+  t->queue[i].far = t->queue[i].far && far;
   pthread_cond_signal(&t->work);
 }
 
 void tiers_hand_to_mover(tiers *t, slice *s) {
   pthread_mutex_lock(&t->mu);
-  size_t i = 0;
-  while (i < t->queued && t->queue[i].s != s)
-    i++;
-  bool full = i == t->queued && i == TIERS_PREFETCH_QUEUE;
-  if (t->stopping || at_compute_tier(t, s) || s->place.busy ||
-      atomic_load(&s->removed) || full) {
-    pthread_mutex_unlock(&t->mu);
-    return;
+  int i = queue_index(t, s);
+  if (i >= 0) {
+    /* To the front: the forward waits for it now. */
+    memmove(&t->queue[1], &t->queue[0], (size_t)i * sizeof(t->queue[0]));
+    t->queue[0].s = s;
+    t->queue[0].far = false;
+    t->queue[0].demand = true;
+    pthread_cond_signal(&t->work);
   }
-  if (i == t->queued) { /* not queued yet: one more */
-    slice_ref(s);
-    t->queued++;
-    atomic_fetch_add(&t->prefetch_pending, 1);
-  }
-  /* To the front: the forward waits for it now. */
-  memmove(&t->queue[1], &t->queue[0], i * sizeof(t->queue[0]));
-  t->queue[0].s = s;
-  t->queue[0].far = false;
-  t->queue[0].demand = true;
-  pthread_cond_signal(&t->work);
   pthread_mutex_unlock(&t->mu);
 }
 

@@ -366,6 +366,20 @@ Test(tiers_stream, a_staged_slice_waits_in_memory_behind_streaming_pipelines) {
   tk_cache_remove(dir);
 }
 
+/* slow_copies with a six-slice pipeline and "f", and a client `k` that
+ * pinned f on the device and had a right answer from it; *ref holds the
+ * expected outputs. The caller frees *ref and closes k. */
+static td *pipeline_beside_pinned_f(tk_model *m, const char *keys,
+                                    tk_ref **ref, tk_client *k) {
+  td *d = slow_copies(m, 6, true, keys);
+  *ref = tk_reference(m);
+  tk_open(k, d);
+  sly_error err;
+  cr_assert_eq(sly_pin(k->c, "f", "gpu", &err), 0, "pin f: %s", err.message);
+  tk_forward_check(k, "f", NULL, (*ref)->slice[6], "f before the pipeline");
+  return d;
+}
+
 /* Runs the pipeline once on its own connection, checks its output, and
  * says when it has its reply. */
 typedef struct {
@@ -412,13 +426,10 @@ static void forwards_beside_a_pipeline(int prefetch_depth) {
   tk_model m;
   char keys[64];
   snprintf(keys, sizeof keys, "\"prefetch_depth\": %d", prefetch_depth);
-  td *d = slow_copies(&m, 6, true, keys);
-  tk_ref *ref = tk_reference(&m);
+  tk_ref *ref;
   tk_client k;
-  tk_open(&k, d);
+  td *d = pipeline_beside_pinned_f(&m, keys, &ref, &k);
   sly_error err;
-  cr_assert_eq(sly_pin(k.c, "f", "gpu", &err), 0, "pin f: %s", err.message);
-  tk_forward_check(&k, "f", NULL, ref->slice[6], "f before the pipeline");
 
   pipe_run r = {.d = d, .want = ref->pipe};
   pthread_t th;
@@ -479,14 +490,10 @@ Test(tiers_stream, forwards_run_while_a_pipeline_without_prefetch_moves) {
  * a sanitizer report, and the forwards run beside the pipeline are right. */
 Test(tiers_stream, a_gone_client_and_a_drain_beside_a_waiting_pipeline) {
   tk_model m;
-  td *d = slow_copies(&m, 6, true,
-                      "\"prefetch_depth\": 1, \"drain_timeout_ms\": 300");
-  tk_ref *ref = tk_reference(&m);
+  tk_ref *ref;
   tk_client k;
-  tk_open(&k, d);
-  sly_error err;
-  cr_assert_eq(sly_pin(k.c, "f", "gpu", &err), 0, "pin f: %s", err.message);
-  tk_forward_check(&k, "f", NULL, ref->slice[6], "f before the pipeline");
+  td *d = pipeline_beside_pinned_f(
+      &m, "\"prefetch_depth\": 1, \"drain_timeout_ms\": 300", &ref, &k);
 
   static float x[TK_ROWS * TK_FEATURES];
   char req[256];
