@@ -32,6 +32,11 @@
 #define CONFIG_DEFAULT_SOCKET "/run/slyced/slyced.sock"
 #define CONFIG_DEFAULT_SOCKET_MODE 0660
 #define CONFIG_DEFAULT_PREFETCH 1
+/* Loader threads: two slices that take long to come in (builds, disk
+ * reads) come in side by side, so that a second client's slice is not held
+ * up for all of the first one's build. More mostly add transient memory: a
+ * build holds its slice outside the budgets until its copy is placed. */
+#define CONFIG_DEFAULT_LOADERS 2
 
 static const char *const config__constructors[] = {
     "torchscript", "linear", "mlp", "transformer_encoder_layer", NULL};
@@ -39,7 +44,7 @@ static const char *const config__constructors[] = {
 static const char *const config__top_keys[] = {
     "socket", "socket_mode", "admin_group", "log", "device", "gpu_strategy",
     "max_gpu_mem_mb", "gpu_reserve_mb", "max_cpu_mem_mb", "disk_cache_path",
-    "prefetch_depth", "sim_copy_gbps",
+    "prefetch_depth", "loaders", "sim_copy_gbps",
 #define CONFIG__LIMIT_KEY(key, def, lo, hi) #key,
     PROTO_LIMIT_MAP(CONFIG__LIMIT_KEY)
 #undef CONFIG__LIMIT_KEY
@@ -315,18 +320,21 @@ static int config__numbers(config__ctx *ctx, config *c, const cJSON *root) {
   const struct {
     const char *key;
     uint64_t *out;
-    uint64_t hi;
+    uint64_t lo, hi;
   } ints[] = {
-      {"max_gpu_mem_mb", &c->max_gpu_mem_mb, CONFIG_MB_MAX},
-      {"gpu_reserve_mb", &c->gpu_reserve_mb, CONFIG_MB_MAX},
-      {"max_cpu_mem_mb", &c->max_cpu_mem_mb, CONFIG_MB_MAX},
-      {"prefetch_depth", &c->prefetch_depth, CONFIG_PREFETCH_MAX},
+      {"max_gpu_mem_mb", &c->max_gpu_mem_mb, 0, CONFIG_MB_MAX},
+      {"gpu_reserve_mb", &c->gpu_reserve_mb, 0, CONFIG_MB_MAX},
+      {"max_cpu_mem_mb", &c->max_cpu_mem_mb, 0, CONFIG_MB_MAX},
+      {"prefetch_depth", &c->prefetch_depth, 0, CONFIG_PREFETCH_MAX},
+      {"loaders", &c->loaders, 1, CONFIG_LOADERS_MAX},
   };
   c->prefetch_depth = CONFIG_DEFAULT_PREFETCH;
+  c->loaders = CONFIG_DEFAULT_LOADERS;
   const cJSON *v;
   for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
     if ((v = config__get(root, ints[i].key)) &&
-        config__get_uint(ctx, v, ints[i].key, 0, ints[i].hi, ints[i].out) < 0)
+        config__get_uint(ctx, v, ints[i].key, ints[i].lo, ints[i].hi,
+                         ints[i].out) < 0)
       return -1;
   if ((v = config__get(root, "sim_copy_gbps")) &&
       config__get_number(ctx, v, "sim_copy_gbps", 0.0, CONFIG_SIM_GBPS_MAX,

@@ -20,6 +20,8 @@
 #include "log.h"
 
 #define CONFIG_ERROR_MAX 512
+/* The most loader threads (key `loaders`): the executor's most workers. */
+#define CONFIG_LOADERS_MAX 4
 
 typedef enum {
   GPU_STRATEGY_NONE,
@@ -62,6 +64,7 @@ typedef struct {
   uint64_t max_cpu_mem_mb; /* 0: unset */
   char *disk_cache_path;   /* absolute or NULL */
   uint64_t prefetch_depth; /* default 1 */
+  uint64_t loaders;        /* default 2, at most CONFIG_LOADERS_MAX */
   double sim_copy_gbps;    /* 0: copy as fast as memcpy goes */
 
   proto_limits limits;

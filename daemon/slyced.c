@@ -11,6 +11,9 @@
 #include "log.h"
 #include "syscpu.h"
 
+_Static_assert(CONFIG_LOADERS_MAX <= EXECUTOR_MAX_WORKERS,
+               "each loader is a worker of the loaders' executor");
+
 /* STATUS= is refreshed this often for `systemctl status`. */
 #define SLYCED_STATUS_MS 10000
 
@@ -88,6 +91,7 @@ static int keep_start_only(const config *cur, config *next,
   KEEP_NUM("max_cpu_mem_mb", max_cpu_mem_mb)
   KEEP_STR("disk_cache_path", disk_cache_path)
   KEEP_NUM("prefetch_depth", prefetch_depth)
+  KEEP_NUM("loaders", loaders)
   KEEP_NUM("sim_copy_gbps", sim_copy_gbps)
   KEEP_NUM("max_registered_mb", limits.max_registered_mb)
 #undef KEEP_STR
@@ -272,7 +276,7 @@ int slyced_start(slyced *sd, uv_loop_t *loop, config *cfg) {
   sd->cpus = syscpu_usable();
   int e = executor_start(&sd->exec, loop, 1, sd->cpus >= 2);
   if (e == 0)
-    e = executor_start(&sd->loader, loop, SLYCED_LOADERS, false);
+    e = executor_start(&sd->loader, loop, (int)sd->cfg->loaders, false);
   if (e < 0) {
     log_error("executor thread: %s", strerror(-e));
     return -1;

@@ -54,11 +54,6 @@ int slyced_start(slyced *sd, uv_loop_t *loop, config *cfg);
  * their running values; the changed ones are logged and, when `start_only`
  * is an array, added to it as strings. */
 #define SLYCED_START_ONLY_MAX 16
-/* Loader threads: two slices that take long to come in (builds, disk reads)
- * come in side by side, so that a second client's slice is not held up for
- * all of the first one's build. More would mostly add transient memory: a
- * build holds its slice outside the budgets until its copy is placed. */
-#define SLYCED_LOADERS 2
 int slyced_reload(slyced *sd, cJSON *start_only, char err[CONFIG_ERROR_MAX]);
 
 /* Stops accepting, lets in-flight requests finish within drain_timeout_ms,

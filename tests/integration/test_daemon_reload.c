@@ -141,14 +141,14 @@ Test(daemon_reload, reload_names_the_changed_keys_read_only_at_start) {
                    "\"max_frame_bytes\": 8192");
   sly_conn *c = td_connect(d);
   td_write_config(d, "\"max_cpu_mem_mb\": 32, \"prefetch_depth\": 2, "
-                     "\"max_frame_bytes\": 16384");
+                     "\"loaders\": 1, \"max_frame_bytes\": 16384");
   char *reply = NULL;
   sly_error err;
   cr_assert_eq(sly_request_json(c, "{\"op\": \"reload\"}", &reply, &err), 0,
                "reload: %s", err.message);
   cr_assert(strstr(reply, "\"restart_needed\":[\"max_cpu_mem_mb\","
-                          "\"prefetch_depth\"]") != NULL,
-            "the reply does not name exactly the two keys: %s", reply);
+                          "\"prefetch_depth\",\"loaders\"]") != NULL,
+            "the reply does not name exactly the three keys: %s", reply);
   free(reply);
   cr_assert_eq(reload_max_frame(d), 16384, "max_frame_bytes did not apply");
   char *stats = NULL;
@@ -157,13 +157,13 @@ Test(daemon_reload, reload_names_the_changed_keys_read_only_at_start) {
   cr_assert(strstr(stats, "\"budget\":67108864") != NULL,
             "the cpu budget is not the running 64 MiB: %s", stats);
   free(stats);
-  cr_assert(td_logs_wait(d, "max_cpu_mem_mb, prefetch_depth changed", 5000),
+  cr_assert(td_logs_wait(d, "max_cpu_mem_mb, prefetch_depth, loaders changed", 5000),
             "no warning in the log:\n%s", td_logs(d, 4000));
   /* The same file again: still not applied, so still named. */
   cr_assert_eq(sly_request_json(c, "{\"op\": \"reload\"}", &reply, &err), 0,
                "reload: %s", err.message);
   cr_assert(strstr(reply, "\"restart_needed\":[\"max_cpu_mem_mb\","
-                          "\"prefetch_depth\"]") != NULL,
+                          "\"prefetch_depth\",\"loaders\"]") != NULL,
             "a second reload forgot the running values: %s", reply);
   free(reply);
   /* The running values back in the file: nothing to name. */

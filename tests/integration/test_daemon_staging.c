@@ -151,19 +151,21 @@ Test(daemon_staging, a_slow_build_holds_up_no_other_client) {
   td_stop(d);
 }
 
-/* Two slices that need a build, asked for by two clients one after the
- * other, come in side by side on the loaders: the second, far smaller, is
- * answered while the first is still being built. With one loader it waited
- * for all of the first one's build. */
-Test(daemon_staging, a_second_clients_build_does_not_wait_for_the_first) {
-  td *d = td_start(
-      "\"max_cpu_mem_mb\": 2048, \"slices\": ["
-      "{\"name\": \"mid\", \"constructor\": \"linear\", \"config\": "
-      "{\"in_features\": 1024, \"out_features\": 1024, \"bias\": false, "
-      "\"dtype\": \"float32\", \"seed\": 3}},"
-      "{\"name\": \"big\", \"constructor\": \"linear\", \"config\": "
-      "{\"in_features\": 8192, \"out_features\": 8192, \"bias\": false, "
-      "\"dtype\": \"float32\", \"seed\": 2}}]");
+/* Client a's load of "big" (a 256 MiB build) is under way when client c
+ * asks for "mid" (4 MiB). With `loaders` threads: two, and mid's build
+ * runs beside big's and is answered first; one, and mid waits for big. */
+static void second_clients_build(int loaders) {
+  char keys[512];
+  snprintf(keys, sizeof keys,
+           "\"max_cpu_mem_mb\": 2048, \"loaders\": %d, \"slices\": ["
+           "{\"name\": \"mid\", \"constructor\": \"linear\", \"config\": "
+           "{\"in_features\": 1024, \"out_features\": 1024, \"bias\": false, "
+           "\"dtype\": \"float32\", \"seed\": 3}},"
+           "{\"name\": \"big\", \"constructor\": \"linear\", \"config\": "
+           "{\"in_features\": 8192, \"out_features\": 8192, \"bias\": false, "
+           "\"dtype\": \"float32\", \"seed\": 2}}]",
+           loaders);
+  td *d = td_start(keys);
   int a = rc_connect(d->sock), c = rc_connect(d->sock);
   rc_assert_hello(a, 1);
   rc_assert_hello(c, 1);
@@ -171,14 +173,23 @@ Test(daemon_staging, a_second_clients_build_does_not_wait_for_the_first) {
                                "\"big\", \"tier\": \"cpu\"}"),
                0);
   wait_loading(d, "big"); /* its build is under way on a loader */
-  cJSON *r = rc_call(c, "{\"id\": 6, \"op\": \"load\", \"slice\": "
-                        "\"mid\", \"tier\": \"cpu\"}");
+  cr_assert_eq(rc_send_json(c, "{\"id\": 6, \"op\": \"load\", \"slice\": "
+                               "\"mid\", \"tier\": \"cpu\"}"),
+               0);
+  cJSON *r = slow_reply(c);
   rc_assert_ok(r, 6);
   cJSON_Delete(r);
   struct pollfd p = {.fd = a, .events = POLLIN};
-  cr_assert_eq(poll(&p, 1, 0), 0,
-               "big's load was answered before mid's, sent after it; logs:\n%s",
-               td_logs(d, 4000));
+  if (loaders > 1)
+    cr_assert_eq(poll(&p, 1, 0), 0,
+                 "big's load was answered before mid's, sent after it; "
+                 "logs:\n%s",
+                 td_logs(d, 4000));
+  else
+    cr_assert_eq(poll(&p, 1, 0), 1,
+                 "mid's load was answered before big's with one loader; "
+                 "logs:\n%s",
+                 td_logs(d, 4000));
   r = slow_reply(a);
   rc_assert_ok(r, 5);
   cJSON_Delete(r);
@@ -187,6 +198,14 @@ Test(daemon_staging, a_second_clients_build_does_not_wait_for_the_first) {
   close(a);
   close(c);
   td_stop(d);
+}
+
+Test(daemon_staging, a_second_clients_build_does_not_wait_for_the_first) {
+  second_clients_build(2);
+}
+
+Test(daemon_staging, with_one_loader_a_second_clients_build_waits) {
+  second_clients_build(1);
 }
 
 Test(daemon_staging, a_connections_requests_behind_a_staged_one_keep_order) {

@@ -102,6 +102,7 @@ Test(config, an_empty_object_gets_every_default) {
   cr_assert_eq(c->max_cpu_mem_mb, 0);
   cr_assert_null(c->disk_cache_path);
   cr_assert_eq(c->prefetch_depth, 1);
+  cr_assert_eq(c->loaders, 2);
   cr_assert_eq(c->sim_copy_gbps, 0.0);
 #define CHECK_DEFAULT(key, def, lo, hi)                                        \
   cr_assert_eq(c->limits.key, (uint64_t)(def), #key);
@@ -124,7 +125,7 @@ Test(config, every_key_is_accepted_with_a_good_value) {
            " \"device\": \"sim\", \"gpu_strategy\": \"limit_gpu\","
            " \"max_gpu_mem_mb\": 4096, \"gpu_reserve_mb\": 512,"
            " \"max_cpu_mem_mb\": 8192, \"disk_cache_path\": \"/tmp/cache\","
-           " \"prefetch_depth\": 3, \"sim_copy_gbps\": 12.5,"
+           " \"prefetch_depth\": 3, \"loaders\": 3, \"sim_copy_gbps\": 12.5,"
            " \"slices\": [{\"name\": \"a\", \"constructor\": \"linear\","
            " \"config\": {\"in_features\": 4, \"out_features\": 2}},"
            " {\"name\": \"b.v-2_x\", \"constructor\": \"torchscript\"}],"
@@ -147,6 +148,7 @@ Test(config, every_key_is_accepted_with_a_good_value) {
   cr_assert_eq(c->max_cpu_mem_mb, 8192);
   cr_assert_str_eq(c->disk_cache_path, "/tmp/cache");
   cr_assert_eq(c->prefetch_depth, 3);
+  cr_assert_eq(c->loaders, 3);
   cr_assert_eq(c->sim_copy_gbps, 12.5);
   cr_assert_eq(c->n_slices, 2);
   cr_assert_str_eq(c->slices[0].name, "a");
@@ -268,6 +270,9 @@ static const struct {
     {"{\"prefetch_depth\": 17}", "prefetch_depth", "out of range (0..16)"},
     {"{\"prefetch_depth\": -1}", "prefetch_depth", "out of range"},
     {"{\"prefetch_depth\": 0.5}", "prefetch_depth", "expected an integer"},
+    {"{\"loaders\": 0}", "loaders", "out of range (1..4)"},
+    {"{\"loaders\": 5}", "loaders", "out of range (1..4)"},
+    {"{\"loaders\": \"2\"}", "loaders", "expected an integer"},
     {"{\"sim_copy_gbps\": 0}", "sim_copy_gbps", "out of range"},
     {"{\"sim_copy_gbps\": -3}", "sim_copy_gbps", "out of range"},
     {"{\"sim_copy_gbps\": 10000.5}", "sim_copy_gbps", "out of range"},
@@ -340,6 +345,7 @@ Test(config, good_values_next_to_the_edges_are_accepted) {
       " \"max_gpu_mem_mb\": 1025, \"gpu_reserve_mb\": 1024}",
       "{\"max_gpu_mem_mb\": 16777216, \"max_cpu_mem_mb\": 0}",
       "{\"prefetch_depth\": 0}", "{\"prefetch_depth\": 16}",
+      "{\"loaders\": 1}", "{\"loaders\": 4}",
       "{\"sim_copy_gbps\": 10000}", "{\"sim_copy_gbps\": 0.001}",
       "{\"max_frame_bytes\": 1e6}", "{\"log\": {}}", "{\"slices\": []}",
       "{\"pipelines\": {}}",
