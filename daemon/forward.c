@@ -266,11 +266,16 @@ static void run_job(fwd_job *j) {
     /* While another thread brings the slice in (a pipeline's next one, most
      * often), other clients' forwards that need no move run meanwhile
      * instead of waiting behind this one for the whole pipeline. A move
-     * this forward would make itself goes to the mover when one of those
-     * waits, so that it can run meanwhile too. */
+     * this forward would make itself goes to the mover, so that they can
+     * run meanwhile too: when one of them waits, or when the mover is idle
+     * (one may come in during the move; the hand-off costs two thread
+     * wake-ups, small beside a copy of weights). Not behind another move
+     * the mover is making, unless someone waits: the executor makes it
+     * beside that one instead. */
     executor *ex = &j->c->sd->exec;
     uint64_t w0 = conn_now_us();
-    if (!tiers_at_compute(t, s) && executor_other_ready(ex))
+    if (!tiers_at_compute(t, s) &&
+        (tiers_mover_idle(t) || executor_other_ready(ex)))
       tiers_hand_to_mover(t, s);
     motion m = {t, s};
     executor_wait_while(ex, in_motion, &m);

@@ -74,6 +74,10 @@ void tiers_hand_to_mover(tiers *t, slice *s) {
   pthread_mutex_unlock(&t->mu);
 }
 
+bool tiers_mover_idle(tiers *t) {
+  return atomic_load(&t->prefetch_pending) == 0;
+}
+
 /* Forgets what was queued for an earlier step: the queue holds only what
  * the current step wants, so that a lagging mover never brings in a slice
  * that has been used already (active_only would then hold one too many).
@@ -103,9 +107,9 @@ static void prefetch_one(tiers *t, slice *s, bool far, bool demand) {
   int rc = tiers__ensure(t, s, tiers__compute_tier(t), room, &e);
   if (rc == 0 && demand) {
     p->staged = true; /* brought in for a forward: a miss when it acquires */
-    log_debug("move slice=%s to=%s for a waiting forward bytes=%llu ms=%.2f",
-              s->name, tier_name(tiers__compute_tier(t)),
-              (unsigned long long)p->bytes,
+    /* Not "move": tiers__ensure logged the move itself. */
+    log_debug("demand slice=%s to=%s bytes=%llu ms=%.2f", s->name,
+              tier_name(tiers__compute_tier(t)), (unsigned long long)p->bytes,
               (double)(tiers__now_ns() - t0) / 1e6);
   } else if (rc == 0) {
     p->prefetched = true;
@@ -114,7 +118,8 @@ static void prefetch_one(tiers *t, slice *s, bool far, bool demand) {
               tier_name(tiers__compute_tier(t)), (unsigned long long)p->bytes,
               (double)(tiers__now_ns() - t0) / 1e6);
   } else {
-    log_debug("prefetch slice=%s skipped: %s", s->name, e.message);
+    log_debug("%s slice=%s skipped: %s", demand ? "demand" : "prefetch",
+              s->name, e.message);
   }
   tiers__unclaim(t, s);
 }

@@ -169,6 +169,9 @@ void tiers_on_moved(tiers *t, void (*fn)(void *ctx), void *ctx);
  * in the mover's queue, with the room a forward gets, and not counted as a
  * prefetch. A move that fails is left to the forward's acquire. */
 void tiers_hand_to_mover(tiers *t, struct slice *s);
+/* Whether the mover has nothing queued and nothing under way: a move
+ * handed to it now starts at once. Atomics only; a hint. */
+bool tiers_mover_idle(tiers *t);
 /* Whether another thread is moving `s` right now (the mover, the loader),
  * or the mover has it queued: an acquire would wait for that move, or
  * make it itself. For a forward that waits while it says so: the next
