@@ -31,7 +31,7 @@ typedef struct {
   bool tier_op; /* load, evict, pin, unpin */
   bool device_lost; /* it failed because the device is lost */
   int tier;
-  slice *stage; /* the slice to stage first (one of slices); NULL past the loader */
+  slice *stage; /* to stage first (one of slices); NULL past the loader */
   slice *held;  /* stage, once staged, until acquired (or job_free) */
   uint64_t retired[PROTO_MAX_IDS];
   size_t n_retired;
