@@ -128,6 +128,34 @@ Test(prefetch_plan, a_step_brings_in_the_next_depth_slices) {
   window_of(3);
 }
 
+/* A move handed to the mover for a forward that will wait for it
+ * (tiers_hand_to_mover) is made even with prefetch off, and counts as that
+ * forward's miss, not as a prefetch; a slice already there is not queued
+ * again. tiers_mover_idle says when the mover has nothing in hand. */
+Test(prefetch_plan, a_move_handed_to_the_mover_is_a_miss_not_a_prefetch) {
+  rig r;
+  rig_open(&r, "limit_gpu", 64, 0);
+  cr_assert(tiers_mover_idle(&r.t));
+  tiers_hand_to_mover(&r.t, r.v[2]);
+  settle(&r);
+  cr_assert(on_gpu(r.v[2]), "s2 was not brought in");
+  cr_assert(tiers_mover_idle(&r.t));
+  cr_expect_eq(atomic_load(&r.t.prefetches), 0);
+  proto_error e;
+  cr_assert_eq(tiers_acquire(&r.t, r.v[2], &e), 0, "acquire: %s", e.message);
+  tiers_release(&r.t, r.v[2]);
+  cr_expect_eq(atomic_load(&r.t.misses), 1);
+  cr_expect_eq(atomic_load(&r.t.hits), 0);
+  /* In place now: handing it over again queues nothing, and the next
+   * acquire is a hit. */
+  tiers_hand_to_mover(&r.t, r.v[2]);
+  cr_expect(tiers_mover_idle(&r.t), "a slice in place was queued");
+  cr_assert_eq(tiers_acquire(&r.t, r.v[2], &e), 0, "acquire: %s", e.message);
+  tiers_release(&r.t, r.v[2]);
+  cr_expect_eq(atomic_load(&r.t.hits), 1);
+  rig_close(&r);
+}
+
 /* active_only keeps its bound as the window moves: one step at s0 with
  * depth 2 brings in s1 and s2, nothing more. */
 Test(prefetch_plan, active_only_window_stays_at_depth) {
