@@ -154,9 +154,12 @@ static int cmd_stats(ctl *x, int argc, char **argv, sly_error *err) {
          sly__ctl_fmt_count(sly__ctl_jnum(r, "connections.open"), a, sizeof(a)),
          sly__ctl_fmt_count(sly__ctl_jnum(r, "connections.accepted"), b, sizeof(b)),
          sly__ctl_fmt_count(sly__ctl_jnum(r, "connections.rejected"), c, sizeof(c)));
-  printf("executor     %s queued, %s run while a forward waited for a slice\n",
+  printf("executor     %s queued (%s staging on %s loaders), %s run while a "
+         "forward waited for a slice\n",
          sly__ctl_fmt_count(sly__ctl_jnum(r, "queued"), a, sizeof(a)),
-         sly__ctl_fmt_count(sly__ctl_jnum(r, "interleaved"), b, sizeof(b)));
+         sly__ctl_fmt_count(sly__ctl_jnum(r, "staging"), b, sizeof(b)),
+         sly__ctl_fmt_count(sly__ctl_jnum(r, "loaders"), c, sizeof(c)),
+         sly__ctl_fmt_count(sly__ctl_jnum(r, "interleaved"), d, sizeof(d)));
   printf("requests     %s total, %s errors\n",
          sly__ctl_fmt_count(sly__ctl_jnum(r, "requests.total"), a, sizeof(a)),
          sly__ctl_fmt_count(sly__ctl_jnum(r, "requests.errors"), b, sizeof(b)));

@@ -339,9 +339,11 @@ static int on_stats(conn *c, const proto_request *req, dispatch_ctx *ctx,
   cJSON_AddNumberToObject(conns, "open", (double)sd->srv.n_conns);
   cJSON_AddNumberToObject(conns, "accepted", (double)sd->stats.conns_accepted);
   cJSON_AddNumberToObject(conns, "rejected", (double)sd->stats.conns_rejected);
+  size_t staging = executor_pending(&sd->loader);
   cJSON_AddNumberToObject(reply, "queued",
-                          (double)(executor_pending(&sd->exec) +
-                                   executor_pending(&sd->loader)));
+                          (double)(executor_pending(&sd->exec) + staging));
+  cJSON_AddNumberToObject(reply, "staging", (double)staging);
+  cJSON_AddNumberToObject(reply, "loaders", (double)sd->loader.n_workers);
   cJSON_AddNumberToObject(reply, "interleaved",
                           (double)atomic_load(&sd->exec.interleaved));
   tiers_stats_json(&sd->tiers, reply);

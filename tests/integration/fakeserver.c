@@ -37,7 +37,7 @@ const char FAKE_STATS_BODY[] =
     "\"uptime_s\":3723.5,\"process\":{\"rss_bytes\":52428800,"
     "\"mem_available_bytes\":8589934592,\"mem_total_bytes\":17179869184},"
     "\"connections\":{\"open\":2,\"accepted\":9,\"rejected\":1},"
-    "\"queued\":4,\"interleaved\":17,"
+    "\"queued\":4,\"staging\":3,\"loaders\":2,\"interleaved\":17,"
     "\"requests\":{\"total\":120,\"errors\":3,\"by_op\":{\"hello\":9},"
     "\"by_error\":{\"NOT_FOUND\":3},\"latency_us\":{\"p50\":80,\"p90\":200,"
     "\"p99\":1500,\"max\":2500000}}";

@@ -173,6 +173,14 @@ static void second_clients_build(int loaders) {
                                "\"big\", \"tier\": \"cpu\"}"),
                0);
   wait_loading(d, "big"); /* its build is under way on a loader */
+  cJSON *st = rc_call(c, "{\"id\": 4, \"op\": \"stats\"}");
+  rc_assert_ok(st, 4);
+  const cJSON *n = cJSON_GetObjectItem(st, "staging");
+  cr_assert(cJSON_IsNumber(n) && n->valuedouble == 1,
+            "stats.staging during big's build: %s", cJSON_PrintUnformatted(st));
+  n = cJSON_GetObjectItem(st, "loaders");
+  cr_assert(cJSON_IsNumber(n) && n->valuedouble == loaders, "stats.loaders");
+  cJSON_Delete(st);
   cr_assert_eq(rc_send_json(c, "{\"id\": 6, \"op\": \"load\", \"slice\": "
                                "\"mid\", \"tier\": \"cpu\"}"),
                0);

@@ -214,8 +214,8 @@ Test(slyctl_fake, stats_prints_readable_figures, .timeout = 30) {
   cr_assert(strstr(r.out, "connections  2 open, 9 accepted, 1 rejected\n") !=
                 NULL,
             "%s", r.out);
-  cr_assert(strstr(r.out, "executor     4 queued, 17 run while a forward "
-                          "waited for a slice\n") != NULL,
+  cr_assert(strstr(r.out, "executor     4 queued (3 staging on 2 loaders), 17 "
+                          "run while a forward waited for a slice\n") != NULL,
             "%s", r.out);
   cr_assert(strstr(r.out, "requests     120 total, 3 errors\n") != NULL, "%s",
             r.out);
