@@ -214,18 +214,20 @@ check: all
 	@$(MAKE) --no-print-directory check-unit check-integration check-units check-fuzz $(if $(SANITIZE),,check-install)
 endif
 
+# tests/run_criterion.sh: one binary after another, each killed and run once
+# more should Criterion's runner hang before its tests start.
 check-unit: $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $(SAN_ENV) $$t $(CRITERION_FLAGS); done
+	@$(SAN_ENV) bash tests/run_criterion.sh "$(CRITERION_FLAGS)" $(UNIT_BIN)
 
 # The unit tests with CUDA cases (each skips them where libtorch sees no GPU),
 # for tests/gpu/run.sh on the GPU machine: the device's copies and batches,
 # pinned host memory, and the shim's forwards and binds on cuda:0.
 GPU_UNIT_BIN := $(addprefix $(BUILD)/tests/unit/,test_device test_hostmem test_shim test_shim_bind)
 check-gpu: $(GPU_UNIT_BIN)
-	@set -e; for t in $(GPU_UNIT_BIN); do echo "== $$t"; $(SAN_ENV) $$t $(CRITERION_FLAGS); done
+	@$(SAN_ENV) bash tests/run_criterion.sh "$(CRITERION_FLAGS)" $(GPU_UNIT_BIN)
 
 check-integration: $(INTEG_BIN) $(SLYCED) $(SLYCTL)
-	@set -e; for t in $(INTEG_BIN); do echo "== $$t"; $(SAN_ENV) $$t $(CRITERION_FLAGS); done
+	@$(SAN_ENV) bash tests/run_criterion.sh "$(CRITERION_FLAGS)" $(INTEG_BIN)
 
 check-units: $(SLYCED)
 	@bash tests/units/check_units.sh $(abspath $(SLYCED))

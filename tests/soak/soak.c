@@ -19,6 +19,7 @@
 
 const char *g_slyced;
 int g_clients = 16;
+double g_copy_gbps;
 static int g_windows = 10;
 static double g_seconds = 60;
 sk_daemon g_soak, g_ref_d;
@@ -118,6 +119,8 @@ static void sk_options(int argc, char **argv) {
     g_seconds = atof(e);
   if ((e = getenv("SOAK_CLIENTS")))
     g_clients = atoi(e);
+  if ((e = getenv("SOAK_COPY_GBPS")) && *e)
+    g_copy_gbps = atof(e);
   g_slyced = getenv("SOAK_SLYCED");
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--slyced"))
@@ -128,17 +131,21 @@ static void sk_options(int argc, char **argv) {
       g_clients = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--windows"))
       g_windows = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--copy-gbps"))
+      g_copy_gbps = atof(argv[i + 1]);
     else
       sk_die("unknown option %s", argv[i]);
   }
   if (g_slyced == NULL || access(g_slyced, X_OK) != 0)
     sk_die("usage: soak --slyced PATH [--seconds S] [--clients N] [--windows W]"
-           " (slyced: %s)",
+           " [--copy-gbps G] (slyced: %s)",
            g_slyced ? g_slyced : "not given");
   if (g_clients < 1 || g_clients > 1000 || g_windows < 2 ||
       g_seconds < g_windows)
     sk_die(
         "need 1..1000 clients, 2+ windows, and a second per window at least");
+  if (!(g_copy_gbps >= 0 && g_copy_gbps <= 10000)) /* sim_copy_gbps' range */
+    sk_die("--copy-gbps: 0 (copies at memcpy speed) to 10000");
 }
 
 static bool sk_rss_judged(void) {
@@ -281,12 +288,15 @@ int main(int argc, char **argv) {
     sk_die("out of memory");
   sk_reference();
   sk_start(&g_soak, true);
+  char pace[48] = "memcpy speed";
+  if (g_copy_gbps > 0)
+    snprintf(pace, sizeof pace, "%g GB/s (sim_copy_gbps)", g_copy_gbps);
   printf("soak: %s, %d clients, %.0f s in %d windows (the first is warm-up); "
          "%d mlp slices of %.1f MiB, gpu %d MiB (reserve %d), cpu %d MiB, disk "
-         "cache; folder %s\n",
+         "cache, copies at %s; folder %s\n",
          g_slyced, g_clients, g_seconds, g_windows, SK_SLICES,
          (2.0 * SK_HIDDEN * SK_FEATURES * 4 + 8192) / 1048576.0, SK_GPU_MB,
-         SK_RESERVE_MB, SK_CPU_MB, g_soak.dir);
+         SK_RESERVE_MB, SK_CPU_MB, pace, g_soak.dir);
   printf("win phase     secs   ops/s   fwd/s  unexp  evict  rss_med  rss_max "
          "  fds   p50_ms   p99_ms\n");
   sk_outcome o = {0};

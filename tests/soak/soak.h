@@ -77,6 +77,7 @@ typedef struct {
 /* soak.c: options, the two daemons, inputs and references, the windows. */
 extern const char *g_slyced;
 extern int g_clients;
+extern double g_copy_gbps; /* the soaked daemon's sim_copy_gbps; 0: none */
 extern sk_daemon g_soak, g_ref_d;
 extern float g_in[SK_INPUTS][SK_FLOATS];
 /* References: [slice][input], and the pipeline's after the slices. */

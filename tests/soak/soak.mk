@@ -8,6 +8,7 @@
 SOAK_SECONDS ?= 60
 SOAK_CLIENTS ?= 16
 SOAK_WINDOWS ?= 10
+SOAK_COPY_GBPS ?= 0
 SOAK_BIN := $(BUILD)/tests/soak/soak
 SOAK_OBJ := $(call obj,$(wildcard tests/soak/*.c))
 
@@ -21,7 +22,7 @@ all: $(SOAK_BIN)
 
 soak: $(SOAK_BIN) $(SLYCED)
 	@$(SAN_ENV) $(SOAK_BIN) --slyced $(abspath $(SLYCED)) --seconds $(SOAK_SECONDS) \
-	  --clients $(SOAK_CLIENTS) --windows $(SOAK_WINDOWS)
+	  --clients $(SOAK_CLIENTS) --windows $(SOAK_WINDOWS) --copy-gbps $(SOAK_COPY_GBPS)
 
 .PHONY: soak
 # ---- end of Soak --------------------------------------------------------------

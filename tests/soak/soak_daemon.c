@@ -68,6 +68,8 @@ static void sk_write_config(const sk_daemon *d, bool budgets) {
             "\"max_gpu_mem_mb\": %d, \"gpu_reserve_mb\": %d,\n"
             " \"max_cpu_mem_mb\": %d, \"disk_cache_path\": \"%s\",\n",
             SK_GPU_MB, SK_RESERVE_MB, SK_CPU_MB, d->cache);
+  if (budgets && g_copy_gbps > 0)
+    fprintf(f, " \"sim_copy_gbps\": %g,\n", g_copy_gbps);
   else
     fprintf(f, " \"device\": \"cpu\",\n");
   fprintf(f, " \"slices\": [");
