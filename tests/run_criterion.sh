@@ -10,7 +10,7 @@
 # starts: it forks its sandboxes while a thread of its own (nanomsg's) may
 # hold an allocator lock, and under AddressSanitizer (GCC 12's, which takes
 # no such lock around fork) the child then spins on it forever
-# (google/sanitizers#774). Seen once in about 200 sanitized binary runs. A
+# (google/sanitizers#774). Seen once in some 260 sanitized binary runs. A
 # second timeout fails.
 set -u
 flags=$1
