@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -205,6 +206,45 @@ Test(client_fake, a_reply_that_never_comes_ends_at_the_timeout,
   cr_assert(eq(int, sly_set_timeout(c, 200, &err), SLY_E_IO));
   sly_close(c);
   cr_assert(eq(int, sly_set_timeout(NULL, 200, &err), SLY_E_INVALID_ARG));
+}
+
+/* Answers f->arg lists, each a few milliseconds after reading it. */
+static void script_slow_lists(fake *f) {
+  for (uint64_t i = 0; i < f->arg; i++) {
+    long long id = fake_expect(f, "list");
+    FCHECK(f, id >= 0, "no list %llu", (unsigned long long)i);
+    usleep(5000);
+    fake_reply(f, "{\"id\":%lld,\"ok\":true,\"slices\":[],\"pipelines\":[]}",
+               id);
+  }
+  fake_expect_eof(f);
+}
+
+/* A client waiting for a reply sleeps until the reply comes. A recvmsg that
+ * blocks is also woken when the server reads the request (the socket's
+ * write space wakes every sleeper on it), which doubled the thread wake-ups
+ * of every round trip; libslyce waits in poll for POLLIN alone. */
+Test(client_fake, a_client_waiting_for_its_reply_wakes_once_per_reply,
+     .timeout = 20) {
+  enum { ROUNDS = 20 };
+  fake *f = fake_start(script_slow_lists, ROUNDS);
+  sly_conn *c = fake_connect(f);
+  sly_error err = {0};
+  struct rusage r0, r1;
+  getrusage(RUSAGE_THREAD, &r0);
+  for (int i = 0; i < ROUNDS; i++) {
+    sly_slice_list *l = NULL;
+    cr_assert(eq(int, sly_list(c, &l, &err), 0), "%s", err.message);
+    sly_slice_list_free(l);
+  }
+  getrusage(RUSAGE_THREAD, &r1);
+  long woke = r1.ru_nvcsw - r0.ru_nvcsw;
+  /* One sleep a reply, and a little slack for the rest of the process. */
+  cr_assert(woke <= ROUNDS + ROUNDS / 4,
+            "%ld voluntary context switches over %d round trips", woke,
+            ROUNDS);
+  sly_close(c);
+  fake_finish(f);
 }
 
 /* Takes nothing from the socket for a while, then leaves. */
