@@ -54,8 +54,9 @@ int device_copy_in(device *d, void *dst, const void *src, uint64_t bytes,
 /* Copies started and not yet waited for, so that the caller can go on (with
  * the next chunk of a disk read) while they run. Zeroed by the caller; on
  * the caller's stack. cuda: the copies run in order on the copy stream. sim:
- * `busy_until` is when a copy engine of the configured bandwidth would be
- * done with them (monotonic seconds); the bytes are copied at once. */
+ * `busy_until` is when the device's one copy engine of the configured
+ * bandwidth, shared by every thread as the stream is, would be done with
+ * them (monotonic seconds); the bytes are copied at once. */
 typedef struct {
   double busy_until;
   uint32_t started;

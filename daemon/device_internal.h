@@ -8,6 +8,7 @@
 #ifndef DAEMON_DEVICE_INTERNAL_H
 #define DAEMON_DEVICE_INTERNAL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -27,6 +28,8 @@ struct device {
 
   /* sim */
   double sim_gbps;      /* <= 0: no wait */
+  pthread_mutex_t sim_engine_mu;
+  double sim_engine_free_at; /* the one copy engine; monotonic seconds */
   bool keep_freed;      /* device_sim_keep_freed */
   void *graveyard;      /* freed blocks kept mapped, see device_sim.c */
 

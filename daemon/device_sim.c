@@ -43,12 +43,14 @@ static bool device__sim_span(uint64_t bytes, size_t *out) {
 }
 
 int device__sim_open(device *d, char err[DEVICE_ERROR_MAX]) {
-  (void)d;
-  (void)err;
+  int r = pthread_mutex_init(&d->sim_engine_mu, NULL);
+  if (r != 0)
+    return device__fail(err, SLY_E_INTERNAL, "sim: mutex: %s", strerror(r));
   return 0;
 }
 
 void device__sim_close(device *d) {
+  pthread_mutex_destroy(&d->sim_engine_mu);
   device__sim_block *b = d->graveyard;
   while (b != NULL) {
     device__sim_block *next = b->next;
@@ -120,17 +122,23 @@ static void device__sleep_until(double deadline) {
     ;
 }
 
-/* One copy engine per batch: a copy starts when the engine is free or now,
- * whichever is later, and takes bytes / bandwidth, memcpy's own time
- * included. The memcpy runs at once on the caller's thread. */
+/* One copy engine for the device, as CUDA's one copy stream: a copy starts
+ * when the engine is free or now, whichever is later, and takes bytes /
+ * bandwidth, memcpy's own time included; copies from two threads take
+ * turns, they do not each get the whole bandwidth. The batch waits for its
+ * last copy. The memcpy runs at once on the caller's thread. */
 void device__sim_copy_start(device *d, device_copy_batch *b, void *dst,
                             const void *src, uint64_t bytes) {
   double start = device__now();
-  if (b->busy_until > start)
-    start = b->busy_until;
   memcpy(dst, src, (size_t)bytes);
-  if (d->sim_gbps > 0)
-    b->busy_until = start + (double)bytes / (d->sim_gbps * 1e9);
+  if (d->sim_gbps <= 0)
+    return;
+  pthread_mutex_lock(&d->sim_engine_mu);
+  if (d->sim_engine_free_at > start)
+    start = d->sim_engine_free_at;
+  d->sim_engine_free_at = start + (double)bytes / (d->sim_gbps * 1e9);
+  b->busy_until = d->sim_engine_free_at;
+  pthread_mutex_unlock(&d->sim_engine_mu);
 }
 
 void device__sim_copy_finish(device_copy_batch *b) {
