@@ -227,6 +227,32 @@ static bool in_motion(void *arg) {
   return tiers_in_motion(m->t, m->s);
 }
 
+/* Brings slice i of the job to its compute tier and holds it there, as
+ * acquire does, letting other clients' forwards run while another thread
+ * brings it in (a pipeline's next one, most often): they need no move, and
+ * would otherwise wait behind this job for the whole of it. A move this job
+ * would make itself goes to the mover, so that they can run meanwhile too:
+ * when one of them waits, when the mover is idle (one may come in during
+ * the move; the hand-off costs two thread wake-ups, small beside a copy of
+ * weights), or when the mover is busy but both moves are copies from host
+ * memory (they take turns on the copy stream either way). Not behind a disk
+ * read of the mover's, or for a read of its own, unless someone waits: the
+ * executor makes it beside the mover's instead. */
+static int bring_in(fwd_job *j, size_t i) {
+  tiers *t = &j->c->sd->tiers;
+  executor *ex = &j->c->sd->exec;
+  slice *s = j->slices[i];
+  uint64_t w0 = conn_now_us();
+  if (!tiers_at_compute(t, s) &&
+      (tiers_mover_idle(t) || tiers_mover_copies_only(t, s) ||
+       executor_other_ready(ex)))
+    tiers_hand_to_mover(t, s);
+  motion m = {t, s};
+  executor_wait_while(ex, in_motion, &m);
+  j->load_us += conn_now_us() - w0; /* waiting for the slice to come in */
+  return acquire(j, i);
+}
+
 static void run_job(fwd_job *j) {
   char msg[SHIM_ERROR_MAX];
   if (j->tier_op) {
@@ -235,7 +261,8 @@ static void run_job(fwd_job *j) {
   }
   tiers *t = &j->c->sd->tiers;
   if (j->load_only) {
-    j->code = acquire(j, 0);
+    /* set_active_slice and add_slice: forwards run while it comes in. */
+    j->code = bring_in(j, 0);
     if (j->code == 0)
       tiers_release(t, j->slices[0]);
     return;
@@ -263,24 +290,7 @@ static void run_job(fwd_job *j) {
     slice *s = j->slices[i];
     if (i > 0 && abandoned(j))
       break;
-    /* While another thread brings the slice in (a pipeline's next one, most
-     * often), other clients' forwards that need no move run meanwhile
-     * instead of waiting behind this one for the whole pipeline. A move
-     * this forward would make itself goes to the mover, so that they can
-     * run meanwhile too: when one of them waits, or when the mover is idle
-     * (one may come in during the move; the hand-off costs two thread
-     * wake-ups, small beside a copy of weights). Not behind another move
-     * the mover is making, unless someone waits: the executor makes it
-     * beside that one instead. */
-    executor *ex = &j->c->sd->exec;
-    uint64_t w0 = conn_now_us();
-    if (!tiers_at_compute(t, s) &&
-        (tiers_mover_idle(t) || executor_other_ready(ex)))
-      tiers_hand_to_mover(t, s);
-    motion m = {t, s};
-    executor_wait_while(ex, in_motion, &m);
-    j->load_us += conn_now_us() - w0; /* waiting for the slice to come in */
-    j->code = acquire(j, i);
+    j->code = bring_in(j, i);
     if (j->code < 0)
       break;
     device_span *span = spans != NULL ? device_span_begin(dev) : NULL;

@@ -78,6 +78,19 @@ bool tiers_mover_idle(tiers *t) {
   return atomic_load(&t->prefetch_pending) == 0;
 }
 
+/* Host memory to the device, for `s` and for the mover's slice: where each
+ * comes from is read under the mutex, which the mover holds when it sets
+ * p->host at the end of a disk read. */
+bool tiers_mover_copies_only(tiers *t, slice *s) {
+  if (tiers__compute_tier(t) != TIER_GPU)
+    return false; /* the host is the compute tier: moves read the disk */
+  pthread_mutex_lock(&t->mu);
+  bool yes = s->place.host != NULL &&
+             (t->moving == NULL || t->moving->place.host != NULL);
+  pthread_mutex_unlock(&t->mu);
+  return yes;
+}
+
 /* Forgets what was queued for an earlier step: the queue holds only what
  * the current step wants, so that a lagging mover never brings in a slice
  * that has been used already (active_only would then hold one too many).
@@ -136,7 +149,9 @@ static void *mover_main(void *arg) {
     bool far = t->queue[0].far, demand = t->queue[0].demand;
     t->queued--;
     memmove(&t->queue[0], &t->queue[1], t->queued * sizeof(t->queue[0]));
+    t->moving = s;
     prefetch_one(t, s, far, demand);
+    t->moving = NULL;
     slice_unref(s);
     atomic_fetch_sub(&t->prefetch_pending, 1);
     if (t->moved != NULL)

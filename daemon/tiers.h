@@ -105,6 +105,7 @@ typedef struct tiers {
     bool demand;     /* a forward waits for it (tiers_hand_to_mover) */
   } queue[TIERS_PREFETCH_QUEUE]; /* for the mover, in order */
   size_t queued;
+  struct slice *moving; /* what the mover is moving now, or NULL */
   struct slice *last_single; /* slice of the last one-slice forward (ref) */
   uint64_t last_pipeline;    /* signature of the last pipeline that ran */
   uint32_t stalls;  /* one bit per recent acquire: 1 = it waited for a move */
@@ -172,6 +173,12 @@ void tiers_hand_to_mover(tiers *t, struct slice *s);
 /* Whether the mover has nothing queued and nothing under way: a move
  * handed to it now starts at once. Atomics only; a hint. */
 bool tiers_mover_idle(tiers *t);
+/* Whether handing `s` to the mover costs it no time, though the mover is
+ * busy: `s` needs only a copy from host memory to the device, and so does
+ * the move the mover is making. Both copies take turns on the device's one
+ * copy stream, so `s` is not in any sooner for being moved beside it. (A
+ * disk read beside the mover's, or a copy beside its read, would be.) */
+bool tiers_mover_copies_only(tiers *t, struct slice *s);
 /* Whether another thread is moving `s` right now (the mover, the loader),
  * or the mover has it queued: an acquire would wait for that move, or
  * make it itself. For a forward that waits while it says so: the next

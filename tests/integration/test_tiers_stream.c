@@ -428,7 +428,8 @@ static void *run_pipeline(void *arg) {
  * of that one slice, in host memory, stands in for the pipeline: the
  * forwards of f come in while it is copied to the device, and they used
  * to wait for the copy. */
-static void forwards_beside_a_move(int prefetch_depth, const char *slice) {
+static void forwards_beside_a_move(int prefetch_depth, const char *slice,
+                                   const char *busy) {
   tk_model m;
   char keys[64];
   snprintf(keys, sizeof keys, "\"prefetch_depth\": %d", prefetch_depth);
@@ -436,11 +437,21 @@ static void forwards_beside_a_move(int prefetch_depth, const char *slice) {
   tk_client k;
   td *d = pipeline_beside_pinned_f(&m, keys, &ref, &k);
   sly_error err;
-  if (slice != NULL) {
+  const char *to_host[] = {slice, busy};
+  for (size_t i = 0; i < 2; i++) {
+    if (to_host[i] == NULL)
+      continue;
     char where[8];
-    cr_assert_eq(sly_load(k.c, slice, "cpu", where, &err), 0, "load %s: %s",
-                 slice, err.message);
+    cr_assert_eq(sly_load(k.c, to_host[i], "cpu", where, &err), 0,
+                 "load %s: %s", to_host[i], err.message);
     cr_assert_str_eq(where, "cpu");
+  }
+  if (busy != NULL) {
+    /* The mover copies `busy` to the device when the forward of `slice`
+     * comes: the executor is free, and nothing is ready to run. */
+    cr_assert_eq(sly_set_active_slice(k.c, busy, 0, NULL, &err), 0,
+                 "set_active_slice %s: %s", busy, err.message);
+    td_sleep_ms(50);
   }
 
   pipe_run r = {.d = d, .slice = slice, .want = ref->pipe};
@@ -490,15 +501,62 @@ static void forwards_beside_a_move(int prefetch_depth, const char *slice) {
 }
 
 Test(tiers_stream, forwards_run_while_a_pipeline_waits_for_its_next_slice) {
-  forwards_beside_a_move(1, NULL);
+  forwards_beside_a_move(1, NULL, NULL);
 }
 
 Test(tiers_stream, forwards_run_while_a_pipeline_without_prefetch_moves) {
-  forwards_beside_a_move(0, NULL);
+  forwards_beside_a_move(0, NULL, NULL);
 }
 
 Test(tiers_stream, forwards_run_while_another_slice_comes_to_the_device) {
-  forwards_beside_a_move(1, "q0");
+  forwards_beside_a_move(1, "q0", NULL);
+}
+
+/* The same while the mover is busy with another copy from host memory (a
+ * background load): q0 goes behind it to the mover, where it would have
+ * taken turns with it on the copy stream anyway, and the forwards of f run
+ * meanwhile. The executor used to make q0's move itself beside the
+ * mover's, and they waited for both copies. */
+Test(tiers_stream, forwards_run_while_a_slice_waits_behind_the_movers_copy) {
+  forwards_beside_a_move(1, "q0", "q1");
+}
+
+/* set_active_slice without wait returns at once, and its load, on the
+ * executor, lets another client's forwards of a slice on the device run
+ * while the copy does (the mover makes it). The executor used to make the
+ * move itself, and they waited behind it. */
+Test(tiers_stream, a_background_load_leaves_the_executor_to_other_forwards) {
+  tk_model m;
+  tk_ref *ref;
+  tk_client k, a;
+  td *d = pipeline_beside_pinned_f(&m, "\"prefetch_depth\": 1", &ref, &k);
+  tk_open(&a, d);
+  sly_error err;
+  char where[8];
+  cr_assert_eq(sly_load(a.c, "q0", "cpu", where, &err), 0, "load: %s",
+               err.message);
+  cr_assert_eq(sly_set_active_slice(a.c, "q0", 0, where, &err), 0,
+               "set_active_slice: %s", err.message);
+  cr_assert_str_eq(where, "cpu", "set_active_slice waited for the copy");
+  td_sleep_ms(50); /* its load job is on the executor, or done there */
+  for (int i = 0; i < 5; i++)
+    tk_forward_check(&k, "f", NULL, ref->slice[6], "f beside the load");
+  tk_entry e;
+  tk_where(k.c, "q0", &e);
+  cr_assert_str_eq(e.tier, "cpu",
+                   "q0 came in before the forwards of f were answered");
+  /* It does come in, and a forward of it is right. */
+  long long until = td_now_ms() + 20000;
+  do {
+    td_sleep_ms(20);
+    tk_where(k.c, "q0", &e);
+  } while (strcmp(e.tier, "gpu") != 0 && td_now_ms() < until);
+  cr_assert_str_eq(e.tier, "gpu", "the background load never ended");
+  tk_forward_check(&a, NULL, NULL, ref->slice[0], "q0, active");
+  tk_close(&a);
+  tk_close(&k);
+  td_stop(d);
+  free(ref);
 }
 
 /* The interleaved forwards meet the daemon's edges: a client that sends
