@@ -130,20 +130,21 @@ int sly_hello(sly_conn *c, const char *client, sly_hello_info *out,
   return 0;
 }
 
-/* A pinned slice may be reported as true/false or as the tier it is pinned
- * to (null when not pinned): both read as "is it pinned". */
+/* "pinned" is false, or the tier the slice is pinned at (PROTOCOL.md). */
 static int get_pinned(const cJSON *obj, int *out, sly_error *err) {
+  static const char *const tiers[] = {"gpu", "cpu", "disk"};
   const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, "pinned");
-  if (cJSON_IsBool(item))
-    *out = cJSON_IsTrue(item);
-  else if (cJSON_IsNull(item))
-    *out = 0;
-  else if (cJSON_IsString(item))
-    *out = item->valuestring[0] != '\0';
-  else
-    return sly__fail(err, SLY_E_PROTOCOL,
-                     "list reply: \"pinned\" is not a bool or a tier");
-  return 0;
+  if (cJSON_IsFalse(item) || cJSON_IsNull(item)) {
+    *out = SLY_PINNED_NO;
+    return 0;
+  }
+  for (int i = 0; cJSON_IsString(item) && i < 3; i++)
+    if (strcmp(item->valuestring, tiers[i]) == 0) {
+      *out = SLY_PINNED_GPU + i;
+      return 0;
+    }
+  return sly__fail(err, SLY_E_PROTOCOL,
+                   "list reply: \"pinned\" is not false or a tier");
 }
 
 static int parse_slice(const cJSON *s, sly_slice_info *si, sly_error *err) {

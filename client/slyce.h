@@ -109,13 +109,17 @@ typedef struct {
 int sly_hello(sly_conn *c, const char *client, sly_hello_info *out,
               sly_error *err);
 
+/* sly_slice_info.pinned: nonzero when pinned, and which tier it keeps. */
+enum { SLY_PINNED_NO = 0, SLY_PINNED_GPU = 1, SLY_PINNED_CPU = 2,
+       SLY_PINNED_DISK = 3 };
+
 typedef struct {
   char name[129];
   char constructor[64];
   char tier[8];   /* "gpu", "cpu", "disk", "none" */
   char state[16]; /* "resident", "loading", "evicting", "failed" */
   uint64_t bytes;
-  int pinned;
+  int pinned; /* SLY_PINNED_NO (0), or the tier it is pinned at */
   uint64_t hits;
   uint64_t loads;
   double last_used; /* seconds since the epoch, 0 when never used */

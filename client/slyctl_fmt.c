@@ -134,7 +134,10 @@ int sly__ctl_print_slices(const sly_slice_list *l, sly_error *err) {
     snprintf(c[2], 136, "%s", s->tier);
     snprintf(c[3], 136, "%s", s->state);
     sly__ctl_fmt_bytes((double)s->bytes, c[4], 136);
-    snprintf(c[5], 136, "%s", s->pinned ? "yes" : "no");
+    static const char *const pin[] = {"no", "gpu", "cpu", "disk"};
+    snprintf(c[5], 136, "%s",
+             s->pinned >= 0 && s->pinned <= SLY_PINNED_DISK ? pin[s->pinned]
+                                                            : "?");
     snprintf(c[6], 136, "%llu", (unsigned long long)s->hits);
     snprintf(c[7], 136, "%llu", (unsigned long long)s->loads);
     for (int k = 0; k < LIST_COLS; k++)

@@ -26,7 +26,7 @@
 /* Two slices, as a list reply shows them (without id and ok). */
 const char FAKE_LIST_TWO[] =
     "\"slices\":[{\"name\":\"enc\",\"constructor\":\"linear\",\"bytes\":"
-    "1048576,\"tier\":\"gpu\",\"state\":\"resident\",\"pinned\":true,"
+    "1048576,\"tier\":\"gpu\",\"state\":\"resident\",\"pinned\":\"cpu\","
     "\"hits\":12,\"loads\":3,\"last_used\":1700000000.5},"
     "{\"name\":\"dec\",\"constructor\":\"mlp\",\"bytes\":512,\"tier\":"
     "\"none\",\"state\":\"unloaded\",\"pinned\":false,\"hits\":0,\"loads\":0,"

@@ -525,7 +525,7 @@ Test(client_fake, list_and_stats_are_read_into_structs, .timeout = 20) {
   cr_assert(eq(str, a->tier, "gpu"));
   cr_assert(eq(str, a->state, "resident"));
   cr_assert(eq(u64, a->bytes, 1048576));
-  cr_assert(eq(int, a->pinned, 1));
+  cr_assert(eq(int, a->pinned, SLY_PINNED_CPU));
   cr_assert(eq(u64, a->hits, 12));
   cr_assert(eq(u64, a->loads, 3));
   cr_assert(eq(dbl, a->last_used, 1700000000.5));
@@ -562,6 +562,31 @@ Test(client_fake, a_reply_missing_a_promised_field_is_a_protocol_error,
   cr_assert(eq(int, sly_list(c, &l, &err), SLY_E_PROTOCOL));
   cr_assert(strstr(err.message, "constructor") != NULL, "%s", err.message);
   cr_assert(l == (sly_slice_list *)0x1);
+  sly_close(c);
+  fake_finish(f);
+}
+
+static void script_list_bad_pin(fake *f) {
+  long long id = fake_expect(f, "list");
+  FCHECK(f, id >= 0, "no list");
+  fake_reply(f,
+             "{\"id\":%lld,\"ok\":true,\"slices\":[{\"name\":\"x\","
+             "\"constructor\":\"linear\",\"bytes\":8,\"tier\":\"cpu\","
+             "\"state\":\"resident\",\"pinned\":\"tape\",\"hits\":0,"
+             "\"loads\":0,\"last_used\":0}],\"pipelines\":[]}",
+             id);
+  fake_expect_eof(f);
+}
+
+/* "pinned" is false or a tier: anything else would be read as some tier. */
+Test(client_fake, a_pin_at_no_known_tier_is_a_protocol_error, .timeout = 20) {
+  fake *f = fake_start(script_list_bad_pin, 0);
+  sly_conn *c = fake_connect(f);
+  sly_error err = {0};
+  sly_slice_list *l = NULL;
+  cr_assert(eq(int, sly_list(c, &l, &err), SLY_E_PROTOCOL));
+  cr_assert(strstr(err.message, "pinned") != NULL, "%s", err.message);
+  cr_assert(l == NULL);
   sly_close(c);
   fake_finish(f);
 }

@@ -45,7 +45,7 @@ Test(slyctl_fake, list_prints_one_row_per_slice_under_a_header, .timeout = 30) {
   cr_assert(
       eq(str, r.out,
          "NAME  CONSTRUCTOR  TIER  STATE     BYTES    PINNED  HITS  LOADS\n"
-         "enc   linear       gpu   resident  1.0 MiB  yes     12    3\n"
+         "enc   linear       gpu   resident  1.0 MiB  cpu     12    3\n"
          "dec   mlp          none  unloaded  512 B    no      0     0\n"));
   td_cmd_free(&r);
 }

@@ -62,6 +62,21 @@ static void expect_tier(sly_conn *c, const char *slice, const char *tier,
                    slice, e.tier, tier);
   cr_assert_str_eq(e.pinned, pinned, "%s: list shows %s pinned '%s', want "
                    "'%s'", when, slice, e.pinned, pinned);
+  /* libslyce reads the same tier into sly_slice_info.pinned. */
+  static const char *const tiers[] = {"", "gpu", "cpu", "disk"};
+  sly_slice_list *l = NULL;
+  sly_error err;
+  cr_assert_eq(sly_list(c, &l, &err), 0, "sly_list: %s", err.message);
+  size_t i = 0;
+  while (i < l->count && strcmp(l->slices[i].name, slice) != 0)
+    i++;
+  cr_assert_lt(i, l->count, "sly_list does not show %s", slice);
+  int pin = l->slices[i].pinned;
+  cr_assert(pin >= SLY_PINNED_NO && pin <= SLY_PINNED_DISK &&
+                strcmp(tiers[pin], pinned) == 0,
+            "%s: sly_list says %s is pinned %d, want '%s'", when, slice, pin,
+            pinned);
+  sly_slice_list_free(l);
 }
 
 /* A tier op that must succeed and leave the slice at `want`. */
@@ -216,6 +231,13 @@ Test(tiers_ops, evict_below_a_pin_is_refused_until_unpin) {
   /* A pin at cpu lets the GPU copy go, not the host one. */
   cr_assert_eq(sly_pin(c, "a", "cpu", &err), 0, "pin cpu: %s", err.message);
   expect_tier(c, "a", "gpu", "cpu", "after pin cpu");
+  td_cmd r;
+  td_slyctl(d->sock, (const char *const[]){"list", NULL}, &r);
+  cr_assert_eq(r.exit_code, 0, "slyctl list: %s", r.err);
+  const char *row = strstr(r.out, "\na ");
+  cr_assert(row != NULL && strstr(row, " cpu ") != NULL,
+            "slyctl list does not show a pinned at cpu:\n%s", r.out);
+  td_cmd_free(&r);
   cr_assert_eq(sly_evict(c, "a", "cpu", where, &err), 0, "%s", err.message);
   expect_tier(c, "a", "cpu", "cpu", "after evict cpu at a cpu pin");
   expect_refused(sly_evict(c, "a", "disk", where, &err), &err,
