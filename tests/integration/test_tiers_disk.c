@@ -28,7 +28,7 @@ TestSuite(tiers_disk, .timeout = 60, .fini = tk_cleanup);
 /* Name, inode, size and mtime of each cache file, in name order. */
 typedef struct {
   int n;
-  char name[MAX_FILES][TD_PATH_MAX + 64];
+  char name[MAX_FILES][TD_PATH_MAX + 1 + 256]; /* dir/entry: d_name is 256 */
   struct stat st[MAX_FILES];
 } file_set;
 
@@ -46,7 +46,7 @@ static void files_of(const char *dir, file_set *fs) {
     if (len < 12 || strcmp(e->d_name + len - 12, ".safetensors") != 0)
       continue;
     cr_assert_lt(fs->n, MAX_FILES, "too many cache files");
-    snprintf(fs->name[fs->n++], TD_PATH_MAX + 64, "%s/%s", dir, e->d_name);
+    snprintf(fs->name[fs->n++], sizeof fs->name[0], "%s/%s", dir, e->d_name);
   }
   closedir(dd);
   qsort(fs->name, (size_t)fs->n, sizeof fs->name[0], by_name);

@@ -24,7 +24,7 @@ static void ts_matches(const char *name, size_t n_in, size_t n_out) {
   char io[256];
   snprintf(io, sizeof(io), FIX "/ts_%s_io.safetensors", name);
   tensor in[4], ref;
-  char key[8];
+  char key[24]; /* "out" and any size_t */
   for (size_t i = 0; i < n_in; i++) {
     snprintf(key, sizeof(key), "in%zu", i);
     in[i] = st_read(io, key);
