@@ -218,20 +218,29 @@ static bool run_other(executor *ex) {
  * again, should a poke go astray. */
 #define EXECUTOR_WAIT_MAX_MS 50
 
-void executor_wait_while(executor *ex, bool (*still)(void *arg),
+bool executor_wait_while(executor *ex, bool (*still)(void *arg),
                          void *arg) {
-  if (ex->nested || !still(arg))
-    return; /* the common case: nothing to wait for */
+  if (ex->nested)
+    return false;
+  if (!still(arg))
+    return true; /* the common case: nothing to wait for */
   /* Set before still() is asked again: a move that ends after that sees it
    * and pokes (see executor_poke). */
   atomic_store(&ex->waiting, true);
+  bool over;
   for (;;) {
     pthread_mutex_lock(&ex->mu);
     uint64_t seen = ex->pokes;
     bool stopping = ex->stop;
     pthread_mutex_unlock(&ex->mu);
-    if (stopping || !still(arg))
+    if (stopping) {
+      over = false;
       break;
+    }
+    if (!still(arg)) {
+      over = true;
+      break;
+    }
     if (run_other(ex))
       continue;
     pthread_mutex_lock(&ex->mu);
@@ -252,6 +261,7 @@ void executor_wait_while(executor *ex, bool (*still)(void *arg),
     pthread_mutex_unlock(&ex->mu);
   }
   atomic_store(&ex->waiting, false);
+  return over;
 }
 
 void executor_poke(executor *ex) {

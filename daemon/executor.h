@@ -90,12 +90,12 @@ int executor_submit(executor *ex, job *j, uint64_t depth);
  * one that is ready (job.ready) and that neither the running job nor one
  * queued ahead of it holds back (job.conflicts). */
 bool executor_other_ready(executor *ex);
-/* Worker thread of a one-worker executor, inside a run(): returns once
+/* Worker thread of a one-worker executor, inside a run(): returns true once
  * still(arg) is false, running the jobs executor_other_ready finds to their
  * end meanwhile, one at a time, and sleeping between them until a job is
- * queued or executor_poke is called. Returns at once inside another's
- * wait, or while stopping: the caller then waits its own way. */
-void executor_wait_while(executor *ex, bool (*still)(void *arg), void *arg);
+ * queued or executor_poke is called. Returns false at once inside
+ * another's wait, or while stopping: the caller then waits its own way. */
+bool executor_wait_while(executor *ex, bool (*still)(void *arg), void *arg);
 /* Any thread: what still() said may have changed (a move ended). Cheap
  * unless a run waits in executor_wait_while. */
 void executor_poke(executor *ex);

@@ -92,14 +92,19 @@ static bool abandoned(fwd_job *j) {
 }
 
 /* Brings slice i of the job to its compute tier and holds it there until
- * tiers_release; what comes next is prefetched meanwhile. */
-static int acquire(fwd_job *j, size_t i) {
+ * tiers_release; what comes next is prefetched meanwhile. With `seen`,
+ * returns TIERS_ROOM_HELD rather than wait for room that a move in flight
+ * holds (tiers_try_acquire). */
+static int acquire(fwd_job *j, size_t i, uint64_t *seen) {
   tiers *t = &j->c->sd->tiers;
   slice *s = j->slices[i];
   uint64_t t0 = conn_now_us();
   proto_error e;
-  int rc = tiers_acquire(t, s, &e);
+  int rc = seen != NULL ? tiers_try_acquire(t, s, seen, &e)
+                        : tiers_acquire(t, s, &e);
   j->load_us += conn_now_us() - t0;
+  if (rc == TIERS_ROOM_HELD)
+    return rc; /* held by nothing; a staged copy stays held for it */
   if (s == j->held) {
     /* In use from here on (or failed): the stage's hold has done its job,
      * and would keep the copy from leaving once the pipeline moves on. */
@@ -227,6 +232,17 @@ static bool in_motion(void *arg) {
   return tiers_in_motion(m->t, m->s);
 }
 
+typedef struct {
+  tiers *t;
+  uint64_t seen;
+} room_wait;
+
+/* executor_wait_while's test: the room a move in flight holds is held. */
+static bool room_held(void *arg) {
+  room_wait *w = arg;
+  return tiers_room_held(w->t, w->seen);
+}
+
 /* Brings slice i of the job to its compute tier and holds it there, as
  * acquire does, letting other clients' forwards run while another thread
  * brings it in (a pipeline's next one, most often): they need no move, and
@@ -237,7 +253,10 @@ static bool in_motion(void *arg) {
  * weights), or when the mover is busy but both moves are copies from host
  * memory (they take turns on the copy stream either way). Not behind a disk
  * read of the mover's, or for a read of its own, unless someone waits: the
- * executor makes it beside the mover's instead. */
+ * executor makes it beside the mover's instead. A move of its own short of
+ * room that a move in flight holds waits for that move as for the slice:
+ * other forwards run meanwhile (inside another's wait, or while stopping,
+ * it waits in tiers_acquire). */
 static int bring_in(fwd_job *j, size_t i) {
   tiers *t = &j->c->sd->tiers;
   executor *ex = &j->c->sd->exec;
@@ -250,7 +269,15 @@ static int bring_in(fwd_job *j, size_t i) {
   motion m = {t, s};
   executor_wait_while(ex, in_motion, &m);
   j->load_us += conn_now_us() - w0; /* waiting for the slice to come in */
-  return acquire(j, i);
+  room_wait w = {t, 0};
+  int rc = acquire(j, i, &w.seen);
+  while (rc == TIERS_ROOM_HELD) {
+    w0 = conn_now_us();
+    bool over = executor_wait_while(ex, room_held, &w);
+    j->load_us += conn_now_us() - w0;
+    rc = acquire(j, i, over ? &w.seen : NULL);
+  }
+  return rc;
 }
 
 static void run_job(fwd_job *j) {

@@ -153,6 +153,7 @@ void tiers__claim(tiers *t, slice *s) {
 void tiers__unclaim(tiers *t, slice *s) {
   s->place.busy = false;
   t->n_busy--;
+  t->ops_ended++;
   pthread_cond_broadcast(&t->idle);
   if (t->moved != NULL)
     t->moved(t->moved_ctx);
@@ -622,15 +623,19 @@ static void reap(tiers *t) {
   }
 }
 
-/* Brings claimed `s` to the compute tier; waits for room that moves in
- * flight hold (they free it as soon as they end, being evictable then). */
-static int make_resident(tiers *t, slice *s, proto_error *err) {
+/* Brings claimed `s` to the compute tier; short of room that moves in
+ * flight hold (they free it as soon as they end, being evictable then),
+ * waits for them, or with !may_wait returns TIERS_ROOM_HELD. */
+static int make_resident(tiers *t, slice *s, bool may_wait,
+                         proto_error *err) {
   int ct = tiers__compute_tier(t);
   for (;;) {
     int rc = ct == TIER_GPU ? ensure_dev(t, s, TIERS_ROOM_DEMAND, err)
                             : ensure_host(t, s, TIERS_ROOM_DEMAND, NULL, err);
     if (rc != SLY_E_NO_MEMORY || t->n_busy <= 1)
       return rc;
+    if (!may_wait)
+      return TIERS_ROOM_HELD;
     pthread_cond_wait(&t->idle, &t->mu);
   }
 }
@@ -653,15 +658,26 @@ static void op_end(tiers *t, slice *s) {
   pthread_mutex_unlock(&t->mu);
 }
 
-int tiers_acquire(tiers *t, slice *s, proto_error *err) {
+static int acquire(tiers *t, slice *s, bool may_wait, uint64_t *seen,
+                   proto_error *err) {
   bool waited = op_begin(t, s);
   tier_place *p = &s->place;
-  waited = waited || p->waited_for;
-  p->waited_for = false;
   int ct = tiers__compute_tier(t);
   /* A slice the loader brought in for this very request was not found in
    * memory: a miss, for the figures and for prefetch's window. */
   bool hit = (ct == TIER_GPU ? p->dev != NULL : p->host != NULL) && !p->staged;
+  p->in_use++;
+  int rc = make_resident(t, s, may_wait, err);
+  if (rc == TIERS_ROOM_HELD) {
+    p->in_use--;
+    p->waited_for = true; /* its acquire, when it comes, waited */
+    tiers__unclaim(t, s);
+    *seen = t->ops_ended;
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+  }
+  waited = waited || p->waited_for;
+  p->waited_for = false;
   p->staged = false;
   /* Whether the forwards wait for copies: see prefetch.c's window. */
   t->stalls = t->stalls << 1 | (waited || !hit);
@@ -669,8 +685,6 @@ int tiers_acquire(tiers *t, slice *s, proto_error *err) {
   if (hit && p->prefetched)
     atomic_fetch_add(&t->prefetch_hits, 1);
   p->prefetched = false;
-  p->in_use++;
-  int rc = make_resident(t, s, err);
   if (rc == 0)
     rc = ct == TIER_GPU ? bind_to(s, p->dev, device_bind_name(t->dev), err)
                         : bind_to(s, p->host, "cpu", err);
@@ -684,6 +698,21 @@ int tiers_acquire(tiers *t, slice *s, proto_error *err) {
   settle_state(s, rc);
   op_end(t, s);
   return rc;
+}
+
+int tiers_acquire(tiers *t, slice *s, proto_error *err) {
+  return acquire(t, s, true, NULL, err);
+}
+
+int tiers_try_acquire(tiers *t, slice *s, uint64_t *seen, proto_error *err) {
+  return acquire(t, s, false, seen, err);
+}
+
+bool tiers_room_held(tiers *t, uint64_t seen) {
+  pthread_mutex_lock(&t->mu);
+  bool held = t->n_busy > 0 && t->ops_ended == seen;
+  pthread_mutex_unlock(&t->mu);
+  return held;
 }
 
 void tiers_release(tiers *t, slice *s) {

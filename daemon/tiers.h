@@ -111,6 +111,7 @@ typedef struct tiers {
   uint32_t stalls;  /* one bit per recent acquire: 1 = it waited for a move */
   size_t read_chunk; /* bytes per disk read; 0: diskcache's (tests shrink it) */
   size_t n_busy;
+  uint64_t ops_ended; /* claims let go (tiers_room_held) */
   uint64_t tick;
   /* Figures for stats. */
   atomic_uint_fast64_t gpu_used, cpu_used, cpu_pinned, disk_used;
@@ -142,6 +143,18 @@ void tiers_close(tiers *t);
  * `s` in. Returns 0, SLY_E_NO_MEMORY (err->needed set), or the build's
  * error (then nothing is held). */
 int tiers_acquire(tiers *t, struct slice *s, proto_error *err);
+/* tiers_try_acquire's answer when it would wait; not an error code. */
+#define TIERS_ROOM_HELD 1
+/* As tiers_acquire, but where that would wait for room that another
+ * thread's move in flight holds (the mover's, a loader's: it is freed, or
+ * becomes evictable, as the move ends), returns TIERS_ROOM_HELD at once,
+ * holding nothing, and sets *seen for tiers_room_held. So the executor
+ * can run other forwards meanwhile. */
+int tiers_try_acquire(tiers *t, struct slice *s, uint64_t *seen,
+                      proto_error *err);
+/* Whether the room tiers_try_acquire found held may be held still: some
+ * move is in flight, and no claim has been let go since it set `seen`. */
+bool tiers_room_held(tiers *t, uint64_t seen);
 void tiers_release(tiers *t, struct slice *s);
 
 /* Staging, the loader thread's work: a job whose slices have no copy in

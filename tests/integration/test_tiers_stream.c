@@ -247,7 +247,7 @@ static td *slow_copies(tk_model *m, size_t n_pipe, bool with_f,
     cr_skip_test("sim_copy_gbps sets the pace only on sim");
   memset(m, 0, sizeof *m);
   for (size_t i = 0; i < n_pipe; i++) {
-    char name[16];
+    char name[24]; /* "q" and any size_t */
     snprintf(name, sizeof name, "q%zu", i);
     tk_model_add(m, name, 512, (int)i + 1);
   }
@@ -556,6 +556,81 @@ Test(tiers_stream, a_background_load_leaves_the_executor_to_other_forwards) {
   tk_close(&a);
   tk_close(&k);
   td_stop(d);
+  free(ref);
+}
+
+/* A slice the executor brings in itself (from its cache file, while the
+ * mover is busy) but that finds its room held by the mover's copy in
+ * flight waits for that copy as it would for its own slice: another
+ * client's forwards of a slice on the device run meanwhile. They used to
+ * wait behind it, the copy it waited for and then its own. The mover's
+ * copy is a learned prefetch: b follows a, so a forward of a sends the
+ * mover for b. */
+Test(tiers_stream, forwards_run_while_a_slice_waits_for_room_a_move_holds) {
+  if (tk_on_cuda())
+    cr_skip_test("sim_copy_gbps sets the pace only on sim");
+  tk_model m;
+  memset(&m, 0, sizeof m);
+  tk_model_add(&m, "a", 512, 1);  /* 4 MiB: 0.4 s a copy */
+  tk_model_add(&m, "b", 512, 2);
+  tk_model_add(&m, "f", 512, 3);
+  tk_model_add(&m, "u", 1024, 4); /* 8 MiB */
+  m.n_cfg = m.n;
+  char dir[TD_PATH_MAX], keys[TD_PATH_MAX + 160];
+  tk_cache_new(dir);
+  /* 13 MiB for weights: f, a and b, or f and u. */
+  snprintf(keys, sizeof keys,
+           "\"gpu_strategy\": \"limit_gpu\", \"max_gpu_mem_mb\": 21, "
+           "\"gpu_reserve_mb\": 8, \"sim_copy_gbps\": 0.01, "
+           "\"prefetch_depth\": 1, \"disk_cache_path\": \"%s\"",
+           dir);
+  td *d = tk_start(&m, "sim", keys);
+  tk_ref *ref = tk_reference(&m);
+  tk_client k;
+  tk_open(&k, d);
+  sly_error err;
+  char where[8];
+  cr_assert_eq(sly_load(k.c, "u", "cpu", where, &err), 0, "load u: %s",
+               err.message);
+  cr_assert_eq(sly_evict(k.c, "u", "disk", where, &err), 0, "evict u: %s",
+               err.message);
+  cr_assert_str_eq(where, "disk");
+  cr_assert_eq(sly_pin(k.c, "f", "gpu", &err), 0, "pin f: %s", err.message);
+  tk_forward_check(&k, "f", NULL, ref->slice[2], "f");
+  for (int i = 0; i < 3; i++) {
+    tk_forward_check(&k, "a", NULL, ref->slice[0], "a, learning");
+    tk_forward_check(&k, "b", NULL, ref->slice[1], "b, learning");
+  }
+  cr_assert_eq(sly_evict(k.c, "b", "cpu", where, &err), 0, "evict b: %s",
+               err.message);
+  tk_forward_check(&k, "a", NULL, ref->slice[0], "a, sending the mover for b");
+
+  pipe_run r = {.d = d, .slice = "u", .want = ref->slice[3]};
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, run_pipeline, &r), 0);
+  while (!atomic_load(&r.sent))
+    td_sleep_ms(1);
+  td_sleep_ms(100); /* u's forward waits for room: b's copy ends at 0.4 s */
+  int answered_first = 0;
+  for (int i = 0; i < 5; i++) {
+    tk_forward_check(&k, "f", NULL, ref->slice[2], "f beside u's wait");
+    answered_first += !atomic_load(&r.done);
+  }
+  void *why = NULL;
+  pthread_join(th, &why);
+  cr_assert_null(why, "%s", (const char *)why);
+  cr_assert_eq(answered_first, 5, "%d of 5 forwards of f waited for u",
+               5 - answered_first);
+  /* u came from its cache file, on the executor, after b's copy. */
+  char *log = tk_log(d);
+  cr_assert_geq(tk_count_lines(log, "move slice=b from=cpu to=gpu", NULL), 1,
+                "b was never copied to the device:\n%s", log);
+  cr_assert_eq(tk_count_lines(log, "move slice=u from=disk to=gpu", NULL), 1,
+               "u did not come from its cache file once:\n%s", log);
+  free(log);
+  tk_close(&k);
+  td_stop(d);
+  tk_cache_remove(dir);
   free(ref);
 }
 

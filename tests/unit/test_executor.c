@@ -25,6 +25,7 @@ struct tjob {
   atomic_int ran_at;     /* 1 + its place in the order of runs; 0: not yet */
   atomic_bool running;
   bool nested_ran;       /* executor_nested() inside run() */
+  int wait_said;         /* 1: executor_wait_while returned true, 2: false */
 };
 
 static executor ex;
@@ -46,7 +47,7 @@ static void tjob_run(job *base) {
   j->nested_ran = executor_nested(&ex);
   if (j->hold != NULL) {
     if (j->wait_on_executor)
-      executor_wait_while(&ex, held, j->hold);
+      j->wait_said = executor_wait_while(&ex, held, j->hold) ? 1 : 2;
     while (atomic_load(j->hold)) /* what the caller of a wait does next */
       sleep_ms(1);
   }
@@ -214,6 +215,12 @@ Test(executor, a_nested_job_does_not_wait_on_the_executor) {
   executor_poke(&ex);
   pump_until_done(3);
   cr_assert_str_eq(done_order, "BCA");
+  /* Only the outer wait saw its test turn false; the inner one returned at
+   * once, saying so. */
+  cr_assert_eq(a.wait_said, 1, "A's wait returned %s",
+               a.wait_said == 2 ? "false" : "nothing");
+  cr_assert_eq(b.wait_said, 2, "B's wait, nested, returned %s",
+               b.wait_said == 1 ? "true" : "nothing");
   stop();
 }
 
