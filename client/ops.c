@@ -130,24 +130,29 @@ int sly_hello(sly_conn *c, const char *client, sly_hello_info *out,
   return 0;
 }
 
-/* "pinned" is false, or the tier the slice is pinned at (PROTOCOL.md). */
-static int get_pinned(const cJSON *obj, int *out, sly_error *err) {
-  static const char *const tiers[] = {"gpu", "cpu", "disk"};
+static const char *const pin_tiers[] = {"gpu", "cpu", "disk"};
+
+/* "pinned" is false, or the tier the slice is pinned at (PROTOCOL.md):
+ * *tier is 0 for false, else 1 + its index in pin_tiers. */
+static int get_pinned(const cJSON *obj, int *out, unsigned char *tier,
+                      sly_error *err) {
   const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, "pinned");
-  if (cJSON_IsFalse(item) || cJSON_IsNull(item)) {
-    *out = SLY_PINNED_NO;
+  *out = 0;
+  *tier = 0;
+  if (cJSON_IsFalse(item) || cJSON_IsNull(item))
     return 0;
-  }
-  for (int i = 0; cJSON_IsString(item) && i < 3; i++)
-    if (strcmp(item->valuestring, tiers[i]) == 0) {
-      *out = SLY_PINNED_GPU + i;
+  for (unsigned char i = 0; cJSON_IsString(item) && i < 3; i++)
+    if (strcmp(item->valuestring, pin_tiers[i]) == 0) {
+      *out = 1;
+      *tier = i + 1;
       return 0;
     }
   return sly__fail(err, SLY_E_PROTOCOL,
                    "list reply: \"pinned\" is not false or a tier");
 }
 
-static int parse_slice(const cJSON *s, sly_slice_info *si, sly_error *err) {
+static int parse_slice(const cJSON *s, sly_slice_info *si,
+                       unsigned char *pin, sly_error *err) {
   const char *w = "list";
   int rc;
   if (!cJSON_IsObject(s))
@@ -158,13 +163,20 @@ static int parse_slice(const cJSON *s, sly_slice_info *si, sly_error *err) {
       (rc = get_str(s, "tier", si->tier, sizeof(si->tier), w, err)) < 0 ||
       (rc = get_str(s, "state", si->state, sizeof(si->state), w, err)) < 0 ||
       (rc = get_u64(s, "bytes", &si->bytes, w, err)) < 0 ||
-      (rc = get_pinned(s, &si->pinned, err)) < 0 ||
+      (rc = get_pinned(s, &si->pinned, pin, err)) < 0 ||
       (rc = get_u64(s, "hits", &si->hits, w, err)) < 0 ||
       (rc = get_u64(s, "loads", &si->loads, w, err)) < 0 ||
       (rc = get_double(s, "last_used", &si->last_used, w, err)) < 0)
     return rc;
   return 0;
 }
+
+/* What a list holds beyond the public struct, which comes first: the
+ * caller's pointer is to it. */
+typedef struct {
+  sly_slice_list pub;
+  unsigned char *pin; /* per slice: 0, or 1 + its tier's index in pin_tiers */
+} slice_list;
 
 /* The caller frees the result with sly_slice_list_free(). */
 int sly_list(sly_conn *c, sly_slice_list **out, sly_error *err) {
@@ -175,35 +187,46 @@ int sly_list(sly_conn *c, sly_slice_list **out, sly_error *err) {
   if (rc < 0)
     return rc;
   const cJSON *arr = cJSON_GetObjectItemCaseSensitive(rep.json, "slices");
-  sly_slice_list *l = NULL;
+  slice_list *l = NULL;
   if (!cJSON_IsArray(arr)) {
     rc = sly__fail(err, SLY_E_PROTOCOL, "list reply: \"slices\" is not an array");
     goto done;
   }
   l = calloc(1, sizeof(*l));
   size_t n = (size_t)cJSON_GetArraySize(arr);
-  if (l == NULL || (n > 0 && (l->slices = calloc(n, sizeof(*l->slices))) == NULL)) {
+  if (l == NULL ||
+      (n > 0 && ((l->pub.slices = calloc(n, sizeof(*l->pub.slices))) == NULL ||
+                 (l->pin = calloc(n, 1)) == NULL))) {
     rc = sly__fail(err, SLY_E_NO_MEMORY, "out of memory");
     goto done;
   }
   const cJSON *s;
   cJSON_ArrayForEach(s, arr) {
-    if ((rc = parse_slice(s, &l->slices[l->count], err)) < 0)
+    size_t i = l->pub.count;
+    if ((rc = parse_slice(s, &l->pub.slices[i], &l->pin[i], err)) < 0)
       goto done;
-    l->count++;
+    l->pub.count++;
   }
-  *out = l;
+  *out = &l->pub;
   l = NULL;
 done:
-  sly_slice_list_free(l);
+  sly_slice_list_free(l != NULL ? &l->pub : NULL);
   sly__reply_free(&rep);
   return rc;
+}
+
+const char *sly_list_pinned_tier(const sly_slice_list *l, size_t i) {
+  if (l == NULL || i >= l->count)
+    return NULL;
+  unsigned char pin = ((const slice_list *)l)->pin[i];
+  return pin > 0 ? pin_tiers[pin - 1] : NULL;
 }
 
 void sly_slice_list_free(sly_slice_list *l) {
   if (l == NULL)
     return;
   free(l->slices);
+  free(((slice_list *)l)->pin);
   free(l);
 }
 

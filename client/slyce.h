@@ -109,17 +109,13 @@ typedef struct {
 int sly_hello(sly_conn *c, const char *client, sly_hello_info *out,
               sly_error *err);
 
-/* sly_slice_info.pinned: nonzero when pinned, and which tier it keeps. */
-enum { SLY_PINNED_NO = 0, SLY_PINNED_GPU = 1, SLY_PINNED_CPU = 2,
-       SLY_PINNED_DISK = 3 };
-
 typedef struct {
   char name[129];
   char constructor[64];
   char tier[8];   /* "gpu", "cpu", "disk", "none" */
   char state[16]; /* "resident", "loading", "evicting", "failed" */
   uint64_t bytes;
-  int pinned; /* SLY_PINNED_NO (0), or the tier it is pinned at */
+  int pinned; /* 1 or 0; where: sly_list_pinned_tier */
   uint64_t hits;
   uint64_t loads;
   double last_used; /* seconds since the epoch, 0 when never used */
@@ -132,6 +128,10 @@ typedef struct {
 
 /* The caller frees the result with sly_slice_list_free(). */
 int sly_list(sly_conn *c, sly_slice_list **out, sly_error *err);
+/* The tier slice i of the list is pinned at ("gpu", "cpu", "disk"; valid
+ * while the list is), or NULL when it is not pinned or i is past the end.
+ * A function, so that sly_slice_info keeps its size. */
+const char *sly_list_pinned_tier(const sly_slice_list *l, size_t i);
 void sly_slice_list_free(sly_slice_list *l);
 
 typedef struct {

@@ -134,10 +134,8 @@ int sly__ctl_print_slices(const sly_slice_list *l, sly_error *err) {
     snprintf(c[2], 136, "%s", s->tier);
     snprintf(c[3], 136, "%s", s->state);
     sly__ctl_fmt_bytes((double)s->bytes, c[4], 136);
-    static const char *const pin[] = {"no", "gpu", "cpu", "disk"};
-    snprintf(c[5], 136, "%s",
-             s->pinned >= 0 && s->pinned <= SLY_PINNED_DISK ? pin[s->pinned]
-                                                            : "?");
+    const char *pin = sly_list_pinned_tier(l, i);
+    snprintf(c[5], 136, "%s", pin != NULL ? pin : "no");
     snprintf(c[6], 136, "%llu", (unsigned long long)s->hits);
     snprintf(c[7], 136, "%llu", (unsigned long long)s->loads);
     for (int k = 0; k < LIST_COLS; k++)

@@ -525,12 +525,16 @@ Test(client_fake, list_and_stats_are_read_into_structs, .timeout = 20) {
   cr_assert(eq(str, a->tier, "gpu"));
   cr_assert(eq(str, a->state, "resident"));
   cr_assert(eq(u64, a->bytes, 1048576));
-  cr_assert(eq(int, a->pinned, SLY_PINNED_CPU));
+  cr_assert(eq(int, a->pinned, 1));
+  cr_assert(eq(str, (char *)sly_list_pinned_tier(l, 0), "cpu"));
   cr_assert(eq(u64, a->hits, 12));
   cr_assert(eq(u64, a->loads, 3));
   cr_assert(eq(dbl, a->last_used, 1700000000.5));
   cr_assert(eq(str, b->state, "unloaded"));
   cr_assert(eq(int, b->pinned, 0));
+  cr_assert(sly_list_pinned_tier(l, 1) == NULL);
+  cr_assert(sly_list_pinned_tier(l, 2) == NULL, "past the end");
+  cr_assert(sly_list_pinned_tier(NULL, 0) == NULL);
   sly_slice_list_free(l);
 
   sly_stats st;

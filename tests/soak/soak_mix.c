@@ -242,9 +242,13 @@ static void sk_list(sk_client *k, int pin_of, const char *want_pin) {
         strcmp(s->state, "failed") == 0)
       sk_unexpected(k, false, "list: slice %zu is %s, tier %s, state %s", i,
                     s->name, s->tier, s->state);
-    if ((int)i == pin_of && s->pinned != (want_pin != NULL))
-      sk_unexpected(k, false, "list: %s pinned %d, want %d", s->name, s->pinned,
-                    want_pin != NULL);
+    const char *at = sly_list_pinned_tier(l, i);
+    if ((int)i == pin_of &&
+        (s->pinned != (want_pin != NULL) ||
+         strcmp(at != NULL ? at : "-", want_pin != NULL ? want_pin : "-")))
+      sk_unexpected(k, false, "list: %s pinned %d at %s, want %s", s->name,
+                    s->pinned, at != NULL ? at : "-",
+                    want_pin != NULL ? want_pin : "-");
   }
   sly_slice_list_free(l);
 }
