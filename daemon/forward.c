@@ -570,8 +570,8 @@ static fwd_job *job_new(conn *c, int op, uint64_t req_id, uint64_t start_us,
  * executor and the mover bring the rest in as before. The staged copy is
  * held (tiers_stage_release) until the job acquires it, or ends. Still
  * shared: the loader is one queue, and a forward short of memory on the
- * executor waits for a move in flight, the loader's included (tiers.c,
- * make_resident). */
+ * executor waits for a move in flight, the loader's included (bring_in;
+ * ready forwards run meanwhile). */
 
 /* The slice `j` should stage, or NULL. Loop thread. */
 static slice *stage_target(const slyced *sd, const fwd_job *j) {
