@@ -130,29 +130,27 @@ int sly_hello(sly_conn *c, const char *client, sly_hello_info *out,
   return 0;
 }
 
-static const char *const pin_tiers[] = {"gpu", "cpu", "disk"};
-
-/* "pinned" is false, or the tier the slice is pinned at (PROTOCOL.md):
- * *tier is 0 for false, else 1 + its index in pin_tiers. */
-static int get_pinned(const cJSON *obj, int *out, unsigned char *tier,
+/* "pinned" is false, or the tier the slice is pinned at (PROTOCOL.md),
+ * read into `tier` as "tier" is: verbatim, so that a tier this library
+ * does not know still shows. Older daemons said true; its tier is "". */
+static int get_pinned(const cJSON *obj, int *out, char tier[8],
                       sly_error *err) {
   const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, "pinned");
-  *out = 0;
-  *tier = 0;
-  if (cJSON_IsFalse(item) || cJSON_IsNull(item))
+  tier[0] = '\0';
+  if (cJSON_IsBool(item) || cJSON_IsNull(item)) {
+    *out = cJSON_IsTrue(item);
     return 0;
-  for (unsigned char i = 0; cJSON_IsString(item) && i < 3; i++)
-    if (strcmp(item->valuestring, pin_tiers[i]) == 0) {
-      *out = 1;
-      *tier = i + 1;
-      return 0;
-    }
-  return sly__fail(err, SLY_E_PROTOCOL,
-                   "list reply: \"pinned\" is not false or a tier");
+  }
+  if (!cJSON_IsString(item))
+    return sly__fail(err, SLY_E_PROTOCOL,
+                     "list reply: \"pinned\" is not a bool or a tier");
+  *out = item->valuestring[0] != '\0';
+  snprintf(tier, 8, "%s", item->valuestring);
+  return 0;
 }
 
-static int parse_slice(const cJSON *s, sly_slice_info *si,
-                       unsigned char *pin, sly_error *err) {
+static int parse_slice(const cJSON *s, sly_slice_info *si, char pin[8],
+                       sly_error *err) {
   const char *w = "list";
   int rc;
   if (!cJSON_IsObject(s))
@@ -175,7 +173,7 @@ static int parse_slice(const cJSON *s, sly_slice_info *si,
  * caller's pointer is to it. */
 typedef struct {
   sly_slice_list pub;
-  unsigned char *pin; /* per slice: 0, or 1 + its tier's index in pin_tiers */
+  char (*pin)[8]; /* per slice: the tier it is pinned at, or "" */
 } slice_list;
 
 /* The caller frees the result with sly_slice_list_free(). */
@@ -196,14 +194,14 @@ int sly_list(sly_conn *c, sly_slice_list **out, sly_error *err) {
   size_t n = (size_t)cJSON_GetArraySize(arr);
   if (l == NULL ||
       (n > 0 && ((l->pub.slices = calloc(n, sizeof(*l->pub.slices))) == NULL ||
-                 (l->pin = calloc(n, 1)) == NULL))) {
+                 (l->pin = calloc(n, sizeof(*l->pin))) == NULL))) {
     rc = sly__fail(err, SLY_E_NO_MEMORY, "out of memory");
     goto done;
   }
   const cJSON *s;
   cJSON_ArrayForEach(s, arr) {
     size_t i = l->pub.count;
-    if ((rc = parse_slice(s, &l->pub.slices[i], &l->pin[i], err)) < 0)
+    if ((rc = parse_slice(s, &l->pub.slices[i], l->pin[i], err)) < 0)
       goto done;
     l->pub.count++;
   }
@@ -218,8 +216,7 @@ done:
 const char *sly_list_pinned_tier(const sly_slice_list *l, size_t i) {
   if (l == NULL || i >= l->count)
     return NULL;
-  unsigned char pin = ((const slice_list *)l)->pin[i];
-  return pin > 0 ? pin_tiers[pin - 1] : NULL;
+  return l->slices[i].pinned ? ((const slice_list *)l)->pin[i] : NULL;
 }
 
 void sly_slice_list_free(sly_slice_list *l) {

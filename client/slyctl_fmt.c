@@ -135,7 +135,7 @@ int sly__ctl_print_slices(const sly_slice_list *l, sly_error *err) {
     snprintf(c[3], 136, "%s", s->state);
     sly__ctl_fmt_bytes((double)s->bytes, c[4], 136);
     const char *pin = sly_list_pinned_tier(l, i);
-    snprintf(c[5], 136, "%s", pin != NULL ? pin : "no");
+    snprintf(c[5], 136, "%s", pin == NULL ? "no" : pin[0] ? pin : "yes");
     snprintf(c[6], 136, "%llu", (unsigned long long)s->hits);
     snprintf(c[7], 136, "%llu", (unsigned long long)s->loads);
     for (int k = 0; k < LIST_COLS; k++)

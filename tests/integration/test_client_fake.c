@@ -550,9 +550,8 @@ Test(client_fake, list_and_stats_are_read_into_structs, .timeout = 20) {
   fake_finish(f);
 }
 
-/* A list reply a field of which is missing (arg 0) or holds what the
- * protocol does not allow (arg 1: "pinned" at no known tier, which would
- * be read as some tier). */
+/* A list reply a field of which is missing (arg 0) or of the wrong type
+ * (arg 1: "pinned" neither a bool nor a tier). */
 static void script_list_bad(fake *f) {
   long long id = fake_expect(f, "list");
   FCHECK(f, id >= 0, "no list");
@@ -563,7 +562,7 @@ static void script_list_bad(fake *f) {
     fake_reply(f,
                "{\"id\":%lld,\"ok\":true,\"slices\":[{\"name\":\"x\","
                "\"constructor\":\"linear\",\"bytes\":8,\"tier\":\"cpu\","
-               "\"state\":\"resident\",\"pinned\":\"tape\",\"hits\":0,"
+               "\"state\":\"resident\",\"pinned\":2,\"hits\":0,"
                "\"loads\":0,\"last_used\":0}],\"pipelines\":[]}",
                id);
   fake_expect_eof(f);
@@ -587,8 +586,45 @@ Test(client_fake, a_reply_missing_a_promised_field_is_a_protocol_error,
   list_is_a_protocol_error(0, "constructor");
 }
 
-Test(client_fake, a_pin_at_no_known_tier_is_a_protocol_error, .timeout = 20) {
+Test(client_fake, a_pin_neither_a_bool_nor_a_tier_is_a_protocol_error,
+     .timeout = 20) {
   list_is_a_protocol_error(1, "pinned");
+}
+
+static void script_list_pins(fake *f) {
+  long long id = fake_expect(f, "list");
+  FCHECK(f, id >= 0, "no list");
+  static const char slice[] =
+      "{\"name\":\"%s\",\"constructor\":\"linear\",\"bytes\":8,"
+      "\"tier\":\"cpu\",\"state\":\"resident\",\"pinned\":%s,\"hits\":0,"
+      "\"loads\":0,\"last_used\":0}";
+  char a[256], b[256];
+  snprintf(a, sizeof a, slice, "old", "true");
+  snprintf(b, sizeof b, slice, "new", "\"nvme\"");
+  fake_reply(f, "{\"id\":%lld,\"ok\":true,\"slices\":[%s,%s],"
+                "\"pipelines\":[]}",
+             id, a, b);
+  fake_expect_eof(f);
+}
+
+/* A daemon that says only that a slice is pinned (true), or names a tier
+ * this library does not know, is read as "tier" is: pinned, at "" or at
+ * that name. */
+Test(client_fake, a_pin_without_a_tier_or_at_a_new_tier_reads_as_pinned,
+     .timeout = 20) {
+  fake *f = fake_start(script_list_pins, 0);
+  sly_conn *c = fake_connect(f);
+  sly_error err = {0};
+  sly_slice_list *l = NULL;
+  cr_assert(eq(int, sly_list(c, &l, &err), 0), "%s", err.message);
+  cr_assert(eq(sz, l->count, 2));
+  cr_assert(eq(int, l->slices[0].pinned, 1));
+  cr_assert(eq(str, (char *)sly_list_pinned_tier(l, 0), ""));
+  cr_assert(eq(int, l->slices[1].pinned, 1));
+  cr_assert(eq(str, (char *)sly_list_pinned_tier(l, 1), "nvme"));
+  sly_slice_list_free(l);
+  sly_close(c);
+  fake_finish(f);
 }
 
 static void script_admin(fake *f) {
