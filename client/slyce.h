@@ -128,10 +128,10 @@ typedef struct {
 
 /* The caller frees the result with sly_slice_list_free(). */
 int sly_list(sly_conn *c, sly_slice_list **out, sly_error *err);
-/* The tier slice i of the list is pinned at ("gpu", "cpu", "disk"; "" when
- * the daemon did not say; valid while the list is), or NULL when it is not
- * pinned or i is past the end. A function, so that sly_slice_info keeps
- * its size. */
+/* The tier slice i of a list from sly_list is pinned at ("gpu", "cpu",
+ * "disk"; "" when the daemon did not say; valid while the list is), or
+ * NULL when it is not pinned or i is past the end. A function, so that
+ * sly_slice_info keeps its size; a list made by hand has no tiers. */
 const char *sly_list_pinned_tier(const sly_slice_list *l, size_t i);
 void sly_slice_list_free(sly_slice_list *l);
 
