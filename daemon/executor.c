@@ -233,12 +233,8 @@ bool executor_wait_while(executor *ex, bool (*still)(void *arg),
     uint64_t seen = ex->pokes;
     bool stopping = ex->stop;
     pthread_mutex_unlock(&ex->mu);
-    if (stopping) {
-      over = false;
-      break;
-    }
-    if (!still(arg)) {
-      over = true;
+    if (stopping || !still(arg)) {
+      over = !stopping;
       break;
     }
     if (run_other(ex))
